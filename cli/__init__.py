@@ -1,0 +1,1 @@
+"""The ``wsi-ccrl`` command line (installed as the ``wsi_ccrl_cli`` package)."""

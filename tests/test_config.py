@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wsi_ccrl.config import (
+    SECTION_TYPES,
+    LabelConfig,
+    SegmentConfig,
+    TrainConfig,
+    dump_yaml,
+    load_section,
+    to_dict,
+)
+from wsi_ccrl.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_paper_defaults_match_dataclass_defaults():
+    """configs/ccrl.yaml states the paper's values; the dataclass defaults are the same values."""
+    for section in ("train", "label"):
+        assert load_section(section, CONFIGS / "ccrl.yaml") == SECTION_TYPES[section]()
+
+
+def test_paper_values():
+    cfg = load_section("train", CONFIGS / "ccrl.yaml")
+    assert (cfg.temperature, cfg.momentum, cfg.lr, cfg.weight_decay) == (0.07, 0.999, 1e-3, 1e-4)
+    assert (cfg.epochs, cfg.warmup_epochs, cfg.batch_size, cfg.crop_size) == (500, 10, 1024, 32)
+    assert (cfg.proj_hidden, cfg.proj_dim, cfg.pred_hidden) == (128, 64, 32)
+    assert cfg.augment.crop_scale == (0.2, 1.0) and cfg.augment.jitter == (0.4, 0.4, 0.4, 0.1)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    for section in SECTION_TYPES:
+        load_section(section, path)
+
+
+def test_inherit_and_overrides(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(
+        f"inherit: {CONFIGS / 'ccrl.yaml'}\ntrain:\n  epochs: 3\n  augment:\n    blur_p: 0.1\n"
+    )
+    cfg = load_section("train", child, {"lr": "0.5", "augment.local_global": False, "seed": None})
+    assert cfg.epochs == 3 and cfg.lr == 0.5 and cfg.batch_size == 1024
+    assert cfg.augment.blur_p == 0.1 and cfg.augment.local_global is False
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  epoch: 3\n", "unknown key 'epoch'"),
+        ("train:\n  epochs: three\n", "expected an integer"),
+        ("train:\n  amp: maybe\n", "expected true or false"),
+        ("train:\n  augment:\n    crop_scale: [0.2]\n", "expected 2 values"),
+        ("trian:\n  epochs: 3\n", "unknown section 'trian'"),
+        ("train: [1, 2\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_give_one_line(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_section("train", path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_section("train", "no/such.yaml")
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = SegmentConfig(roi=(1, 2, 3, 4), mpp=0.5)
+    dump_yaml("segment", cfg, tmp_path / "resolved.yaml")
+    assert load_section("segment", tmp_path / "resolved.yaml") == cfg
+    assert yaml.safe_load((tmp_path / "resolved.yaml").read_text())["segment"]["roi"] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert to_dict(LabelConfig())["export"] == ["geojson"]
+
+
+def test_optional_tuple_none():
+    assert load_section("train", None, {"gpus": "0,1"}).gpus == (0, 1)
+    assert TrainConfig().gpus is None

@@ -1,0 +1,39 @@
+"""Embeddings of cell crops from a trained backbone, batched, with no augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def embed_crops(
+    backbone: nn.Module,
+    crops: np.ndarray,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Features of every crop.
+
+    Args:
+        backbone: maps (B, 3, S, S) float in [0, 1] to (B, D); put in eval mode here.
+        crops: (N, S, S, 3) uint8 (a NumPy or zarr array; read one batch at a time).
+        batch_size: crops per forward pass.
+        device: where the backbone runs.
+
+    Returns:
+        (N, D) float32.
+    """
+    backbone.eval()
+    device = torch.device(device)
+    out = []
+    for start in range(0, crops.shape[0], batch_size):
+        batch = torch.from_numpy(np.asarray(crops[start : start + batch_size])).to(device)
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            feats = backbone(x)
+        out.append(feats.float().cpu().numpy())
+    if not out:
+        return np.zeros((0, getattr(backbone, "feature_dim", 512)), np.float32)
+    return np.concatenate(out)

@@ -27,19 +27,24 @@ SECTIONS = ("segment", "train", "label", "benchmark")
 class WatershedConfig:
     """QuPath-style classical nucleus detection (hematoxylin OD, threshold, distance watershed)."""
 
-    smooth_sigma: float = 1.0
+    smooth_sigma: float = 0.5  # Gaussian smoothing of the hematoxylin OD, pixels
     threshold: float | None = None  # hematoxylin OD threshold; None = Otsu per tile
-    min_threshold: float = 0.1
-    min_area_um2: float = 8.0
+    min_threshold: float = 0.02  # floor of the threshold (hematoxylin OD)
+    min_area_um2: float = 3.0
     max_area_um2: float = 400.0
-    split_distance_um: float = 1.5  # minimum distance between seeds, for splitting touching nuclei
+    split_distance_um: float = 1.0  # minimum distance between seeds, for splitting touching nuclei
+    open_radius: int = 2  # binary opening of the nucleus mask, pixels (0 = none)
+    dist_sigma: float = 1.5  # smoothing of the distance map before seeding, pixels
+    min_peak_um: float = 0.5  # seeds need at least this distance to the background, µm
+    seed_weight: float = 0.0  # weight of the smoothed hematoxylin in the seed map (0 = distance only)
+    seed_sigma_um: float = 1.5  # scale of that smoothing, µm
 
 
 @dataclass(frozen=True)
 class SegmentConfig:
     """How slides become cell stores (see ``wsi_ccrl.segment``)."""
 
-    segmenter: str = "hovernet"  # hovernet | watershed | embedded
+    segmenter: str = "auto"  # auto | hovernet | watershed | embedded
     model: str = "hovernet_fast-pannuke"  # a TIAToolbox pretrained name
     weights: str | None = None  # local state-dict file for the model
     offline: bool = False
@@ -60,6 +65,29 @@ class SegmentConfig:
     overwrite: bool = False
     watershed: WatershedConfig = field(default_factory=WatershedConfig)
 
+    def validate(self) -> None:
+        """Bad choices fail here, before any slide is opened."""
+        if self.segmenter not in ("auto", "hovernet", "watershed", "embedded"):
+            raise ConfigError(
+                f"segment.segmenter: {self.segmenter!r} is not one of auto, hovernet, watershed, "
+                "embedded"
+            )
+        if self.target_mpp <= 0 or (self.mpp is not None and self.mpp <= 0):
+            raise ConfigError("segment: target_mpp and mpp must be positive")
+        if self.tile_overlap < 0 or self.tile_size - 2 * self.tile_overlap < 16:
+            raise ConfigError(
+                f"segment: tile_size {self.tile_size} must exceed 2 x tile_overlap "
+                f"({self.tile_overlap}) by at least 16 px"
+            )
+        if self.crop_size < 1 or self.window_scale <= 0 or self.min_window < 1:
+            raise ConfigError("segment: crop_size, window_scale and min_window must be positive")
+        if self.chunk_cells < 1 or self.batch_size < 1:
+            raise ConfigError("segment: chunk_cells and batch_size must be at least 1")
+        if self.roi is not None and (self.roi[2] <= 0 or self.roi[3] <= 0):
+            raise ConfigError(f"segment.roi: width and height must be positive, got {self.roi}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"segment.device: {self.device!r} is not auto, cpu or cuda[:N]")
+
 
 # --------------------------------------------------------------------------- train
 @dataclass(frozen=True)
@@ -76,6 +104,20 @@ class AugmentConfig:
     blur_p: float = 0.5
     flip_p: float = 0.5
     rotation: tuple[float, float] = (0.0, 180.0)
+
+    def validate(self) -> None:
+        if self.crop_branch not in ("key", "query"):
+            raise ConfigError(f"train.augment.crop_branch: key or query, got {self.crop_branch!r}")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ConfigError(f"train.augment.crop_scale: need 0 < min <= max <= 1, got {lo}, {hi}")
+        if not 0.0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ConfigError(
+                f"train.augment.blur_sigma: need 0 < min <= max, got {self.blur_sigma}"
+            )
+        for name in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train.augment.{name}: a probability in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -108,7 +150,30 @@ class TrainConfig:
     checkpoint_every: int = 10  # epochs
     eval_every: int = 10  # epochs; K-means AMI/ARI/Purity when a store has gt_class
     max_steps: int | None = None  # stop early (tests, quick looks)
+    eval_max_cells: int = 10_000  # cells of gt_class stores embedded for the periodic K-means eval
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        choices = {"stem": ("small", "imagenet"), "device": ("auto", "cpu", "cuda")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"train.{name}: one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        positive = ("crop_size", "proj_hidden", "proj_dim", "pred_hidden", "queue_size", "epochs")
+        for name in (*positive, "checkpoint_every", "eval_max_cells"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ConfigError("train.batch_size: at least 2 (BatchNorm needs a batch)")
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ConfigError(f"train.momentum: in [0, 1], got {self.momentum}")
+        if self.temperature <= 0 or self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError("train: temperature and lr must be > 0, weight_decay >= 0")
+        if self.warmup_epochs < 0 or self.eval_every < 0 or self.num_workers < 0:
+            raise ConfigError("train: warmup_epochs, eval_every and num_workers must be >= 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"train.max_steps: at least 1, got {self.max_steps}")
 
 
 # --------------------------------------------------------------------------- label
@@ -126,9 +191,53 @@ class LabelConfig:
     compress: bool = False
     gallery_per_cluster: int = 16
     overview_max_side: int = 2048
+    gallery_tile: int = 64  # side of each crop in the gallery picture, pixels
+    kmeans_backend: str = "auto"  # auto (faiss when installed, else sklearn) | sklearn | faiss
+    reuse_embeddings: bool = True  # skip embedding a store already embedded by the same model
+
+    def validate(self) -> None:
+        """Bad choices fail here, before any embedding starts."""
+        checks = (
+            (
+                self.encoder in ("momentum", "query"),
+                f"encoder must be momentum or query: {self.encoder}",
+            ),
+            (
+                self.device in ("auto", "cpu", "cuda"),
+                f"device must be auto, cpu or cuda: {self.device}",
+            ),
+            (
+                self.kmeans_backend in ("auto", "sklearn", "faiss"),
+                "kmeans_backend: auto|sklearn|faiss",
+            ),
+            (self.k >= 2, f"k must be at least 2, got {self.k}"),
+            (self.fit_sample >= 1, f"fit_sample must be positive, got {self.fit_sample}"),
+            (self.batch_size >= 1, f"batch_size must be positive, got {self.batch_size}"),
+            (self.gallery_per_cluster >= 1, "gallery_per_cluster must be positive"),
+            (self.overview_max_side >= 16, "overview_max_side must be at least 16"),
+            (self.gallery_tile >= 8, "gallery_tile must be at least 8"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"label: {message}")
+        bad = [e for e in self.export if e not in ("geojson", "csv")]
+        if bad:
+            raise ConfigError(f"label: unknown export format {bad[0]!r} (valid: geojson, csv)")
 
 
 # --------------------------------------------------------------------------- benchmark
+BENCHMARK_MODELS = (
+    "ccrl",
+    "ccrl_no_local_global",
+    "ccrl_query_encoder",
+    "ccrl_no_predictor",
+    "morphological",
+    "manual",
+    "raw_pixels",
+    "imagenet",
+)
+
+
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """The paper's evaluation protocol (see ``wsi_ccrl.benchmark``)."""
@@ -151,8 +260,33 @@ class BenchmarkConfig:
         "raw_pixels",
         "imagenet",
     )
-    max_cells: int | None = None  # subsample for quick profiles
+    max_cells: int | None = None  # cap on test cells evaluated (None: all)
+    max_train_cells: int | None = None  # train cells K-means/baselines are fit on (None: all)
+    train_seeds: tuple[int, ...] = (0, 1, 2)  # one CCRL training run per seed
+    kmeans_n_init: int = 10
+    min_window: float = 4.0  # smallest crop window, pixels
+    imagenet_size: int = 224  # crops are upsampled to this for the ImageNet ResNet18
+    embed_batch_size: int = 1024
+    device: str = "auto"  # auto | cpu | cuda
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if self.dataset not in ("consep", "nucls"):
+            raise ConfigError(f"benchmark.dataset: consep or nucls, got {self.dataset!r}")
+        if self.class_scheme not in ("original7", "merged4"):
+            raise ConfigError(
+                f"benchmark.class_scheme: original7 or merged4, got {self.class_scheme!r}"
+            )
+        if self.split not in ("official", "tiles"):
+            raise ConfigError(f"benchmark.split: official or tiles, got {self.split!r}")
+        unknown = [m for m in self.models if m not in BENCHMARK_MODELS]
+        if unknown:
+            known = ", ".join(BENCHMARK_MODELS)
+            raise ConfigError(f"benchmark.models: unknown {unknown[0]!r} (known: {known})")
+        if not self.seeds or not self.train_seeds:
+            raise ConfigError("benchmark.seeds and benchmark.train_seeds need at least one seed")
+        if self.window_scale < 0 or self.crop_size < 8:
+            raise ConfigError("benchmark: window_scale >= 0 and crop_size >= 8 required")
 
 
 SECTION_TYPES: dict[str, type] = {

@@ -1,0 +1,106 @@
+"""Nucleus segmenters behind one interface, chosen by name (``SegmentConfig.segmenter``).
+
+``auto`` picks HoVer-Net when its weights are at hand (``--weights`` or TIAToolbox's cache), else the
+bundled learned ``embedded`` segmenter when it is installed, else the classical ``watershed``; one log
+line says which and why. Segmenter modules are imported lazily so that the heavy ones (TIAToolbox)
+are loaded only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wsi_ccrl.errors import ConfigError
+from wsi_ccrl.log import get_logger
+from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
+
+if TYPE_CHECKING:
+    from wsi_ccrl.config import SegmentConfig
+
+__all__ = [
+    "SEGMENTERS",
+    "Nuclei",
+    "Segmenter",
+    "build_segmenter",
+    "nuclei_from_labels",
+    "register",
+    "resolve_segmenter",
+]
+
+log = get_logger(__name__)
+
+SEGMENTERS: dict[str, Callable[[SegmentConfig], Segmenter]] = {}
+
+# name -> module that registers it; imported on first use (hovernet pulls in TIAToolbox)
+_MODULES = {
+    "watershed": "wsi_ccrl.segment.watershed",
+    "hovernet": "wsi_ccrl.segment.hovernet",
+    "embedded": "wsi_ccrl.segment.embedded",
+}
+
+
+def register(name: str) -> Callable:
+    """Class/factory decorator: ``@register("watershed")`` makes it buildable by name."""
+
+    def wrap(factory: Callable[[SegmentConfig], Segmenter]):
+        SEGMENTERS[name] = factory
+        return factory
+
+    return wrap
+
+
+def _load(name: str) -> bool:
+    """Import the module that registers ``name``; False when it is not installed."""
+    if name in SEGMENTERS:
+        return True
+    module = _MODULES.get(name)
+    if module is None:
+        return False
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # a real missing dependency inside an existing module
+            raise
+        return False
+    return name in SEGMENTERS
+
+
+def tiatoolbox_cached_weights(model: str) -> Path | None:
+    """Where TIAToolbox keeps ``model``'s downloaded weights, if they are there (no import)."""
+    path = Path.home() / ".tiatoolbox" / "models" / f"{model}.pth"
+    return path if path.is_file() else None
+
+
+def resolve_segmenter(cfg: SegmentConfig) -> tuple[str, str]:
+    """(segmenter name, reason) for ``cfg.segmenter``, resolving ``auto``."""
+    if cfg.segmenter != "auto":
+        return cfg.segmenter, "chosen in the config/options"
+    if cfg.weights:
+        return "hovernet", f"--weights {cfg.weights} given"
+    cached = tiatoolbox_cached_weights(cfg.model)
+    if cached is not None:
+        return "hovernet", f"{cfg.model} weights found in TIAToolbox's cache ({cached})"
+    if _load("embedded"):
+        return "embedded", f"no HoVer-Net weights at hand ({cfg.model} not cached, no --weights)"
+    return "watershed", (
+        f"no HoVer-Net weights at hand ({cfg.model} not cached, no --weights) "
+        "and no embedded segmenter installed"
+    )
+
+
+def build_segmenter(cfg: SegmentConfig) -> Segmenter:
+    """The segmenter named by ``cfg.segmenter`` (``auto`` resolved, with one log line)."""
+    name, reason = resolve_segmenter(cfg)
+    if cfg.segmenter == "auto":
+        log.info("segmenter: %s (auto: %s)", name, reason)
+    if not _load(name):
+        known = sorted(set(_MODULES) | set(SEGMENTERS))
+        raise ConfigError(f"unknown segmenter {name!r} (known: auto, {', '.join(known)})")
+    return SEGMENTERS[name](cfg)
+
+
+# the learned segmenter is an optional module; its absence is harmless
+_load("embedded")

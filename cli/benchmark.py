@@ -1,0 +1,95 @@
+"""``wsi-ccrl benchmark consep|nucls``: the paper's protocol with baselines, one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from wsi_ccrl_cli.options import device_option
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def profile_config(dataset: str, profile: str) -> Path:
+    """``configs/benchmark-<dataset>.yaml`` (paper) or ``benchmark-<dataset>-quick.yaml``."""
+    suffix = "" if profile == "paper" else f"-{profile}"
+    return CONFIGS / f"benchmark-{dataset}{suffix}.yaml"
+
+
+@click.command()
+@click.argument("dataset", type=click.Choice(["consep", "nucls"]))
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The dataset root (CoNSeP: Train/ and Test/; NuCLS: train/ and test/ with rgb/, csv/).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML config (default: configs/benchmark-<dataset>[-quick].yaml per --profile).",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["paper", "quick"]),
+    default=None,
+    help="paper: the paper's settings (GPU); quick: a short CPU run. Default: paper.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: benchmark-<dataset>-<profile>).",
+)
+@click.option(
+    "--class-scheme",
+    type=click.Choice(["original7", "merged4"]),
+    default=None,
+    help="CoNSeP types: original7 (official release, merged to 4 here) or merged4 (pre-merged).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["official", "tiles"]),
+    default=None,
+    help="official: Train/Test folders; tiles: split one folder by source tile (config's tiles).",
+)
+@device_option()
+def benchmark(
+    dataset: str,
+    data_dir: Path,
+    config_path: Path | None,
+    profile: str | None,
+    out_dir: Path | None,
+    class_scheme: str | None,
+    split: str | None,
+    device: str | None,
+) -> None:
+    """Cluster the cells of DATASET with CCRL and baselines; AMI / ARI / Purity vs the paper."""
+    from wsi_ccrl.benchmark import check_data, load_benchmark_config, run_benchmark
+    from wsi_ccrl.errors import ConfigError
+
+    if config_path is not None and profile is not None:
+        raise ConfigError("give --config or --profile, not both (a config file is a profile)")
+    profile_name = profile or ("custom" if config_path else "paper")
+    path = config_path or profile_config(dataset, profile or "paper")
+    cfg = load_benchmark_config(
+        path,
+        {
+            "class_scheme": class_scheme,
+            "split": split,
+            "device": device,
+            "train.device": device,
+        },
+    )
+    if cfg.dataset != dataset:
+        raise ConfigError(f"{path} is a {cfg.dataset} config, not {dataset}")
+    check_data(data_dir, cfg)  # before anything slow: says how to obtain missing data
+    out = out_dir or Path(f"benchmark-{dataset}-{profile_name}")
+    results = run_benchmark(data_dir, out, cfg, profile=profile_name)
+    click.echo((out / "results.md").read_text())
+    click.echo(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'config.yaml'}")
+    if results["skipped"]:
+        click.echo("skipped: " + "; ".join(results["skipped"]))

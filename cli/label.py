@@ -1,0 +1,145 @@
+"""``wsi-ccrl label``: embed, cluster and export every cell (GeoJSON for QuPath, CSV, pictures)."""
+
+from __future__ import annotations
+
+import click
+from wsi_ccrl_cli.options import batch_size_option, config_option, device_option, load_config
+
+
+@click.command()
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="RUN_DIR/model.pt written by `wsi-ccrl train`.",
+)
+@click.option(
+    "--data",
+    multiple=True,
+    required=True,
+    type=click.Path(),
+    help="Cell store (*.zarr) or a folder of them; repeat for several. One K-means for all.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="label-out",
+    show_default=True,
+    help="Output folder.",
+)
+@click.option("--k", type=click.IntRange(min=2), default=None, help="Number of clusters.")
+@click.option(
+    "--encoder",
+    type=click.Choice(["momentum", "query"]),
+    default=None,
+    help="Backbone to embed with (momentum: the paper's default).",
+)
+@click.option(
+    "--export",
+    "export",
+    default=None,
+    help="Comma-separated exports: geojson, csv (e.g. geojson,csv).",
+)
+@click.option("--compress/--no-compress", default=None, help="Write .geojson.gz (QuPath >= 0.4).")
+@click.option(
+    "--names",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML: cluster id -> name (and optional color).",
+)
+@click.option(
+    "--save-kmeans",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Save the centroids, to label later slides with the same clusters.",
+)
+@click.option(
+    "--kmeans",
+    "kmeans_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Reuse centroids saved with --save-kmeans (no refit).",
+)
+@click.option(
+    "--fit-sample",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Cells sampled across all stores to fit K-means.",
+)
+@click.option("--seed", type=int, default=None, help="Seed of the K-means sample and init.")
+@device_option()
+@batch_size_option()
+@config_option()
+def label(
+    model_path,
+    data,
+    out_dir,
+    k,
+    encoder,
+    export,
+    compress,
+    names,
+    save_kmeans,
+    kmeans_path,
+    fit_sample,
+    seed,
+    device,
+    batch_size,
+    config_path,
+):
+    """Label every cell of STOREs by cluster and export overlays for QuPath.
+
+    \b
+    Example:
+      wsi-ccrl label --model run/model.pt --data stores/ --k 8 --export geojson,csv --out labels
+    """
+    from wsi_ccrl.cluster import KMeansModel
+    from wsi_ccrl.label import label_stores
+
+    if kmeans_path is not None and k is None:
+        k = KMeansModel.load(kmeans_path).k  # the file's k unless --k says otherwise
+    cfg = load_config(
+        "label",
+        config_path,
+        k=k,
+        encoder=encoder,
+        export=export,
+        compress=compress,
+        fit_sample=fit_sample,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+    )
+    summary = label_stores(
+        model_path,
+        list(data),
+        out_dir,
+        cfg,
+        kmeans_path=kmeans_path,
+        save_kmeans=save_kmeans,
+        names=names,
+    )
+    how = "fitted on a sample" if summary.fitted else f"from {kmeans_path}"
+    click.echo(
+        f"Labelled {summary.n_cells:,} cells of {len(summary.slides)} slide(s) into k={summary.k} "
+        f"clusters ({summary.encoder} encoder, K-means {how}) in {summary.seconds:.1f} s."
+    )
+    for slide in summary.slides:
+        click.echo(
+            f"  {slide.stem}: {slide.n_cells:,} cells"
+            + ("" if slide.embedded else " (embeddings reused)")
+            + (f", {slide.repaired} polygons repaired" if slide.repaired else "")
+        )
+        for path in slide.files:
+            click.echo(f"    {path}")
+    click.echo(f"  gallery: {summary.gallery}")
+    if summary.kmeans is not None:
+        click.echo(f"  K-means: {summary.kmeans} (reuse with --kmeans)")
+    click.echo(f"  config:  {summary.config}")
+    if "geojson" in cfg.export:
+        click.echo(
+            "Open in QuPath: open the slide, then File > Import objects (or drag the "
+            ".geojson onto the viewer); cells appear as detections classified by cluster."
+        )

@@ -1,0 +1,105 @@
+"""``wsi-ccrl segment``: every nucleus of each slide into OUT/<slide-stem>.zarr (resumable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from wsi_ccrl_cli.options import batch_size_option, config_option, device_option, load_config
+
+
+@click.command()
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder: one <slide-stem>.zarr per slide, and segment-config.yaml.",
+)
+@config_option()
+@click.option(
+    "--segmenter",
+    type=click.Choice(["auto", "hovernet", "watershed", "embedded"]),
+    default=None,
+    help="auto: HoVer-Net if its weights are at hand, else embedded, else watershed.",
+)
+@click.option("--model", default=None, help="TIAToolbox model name, e.g. hovernet_fast-pannuke.")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local state-dict file for --model (no download).",
+)
+@click.option("--offline", is_flag=True, default=None, help="Never download model weights.")
+@click.option(
+    "--mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="µm per level-0 pixel: overrides (or supplies) the slide's.",
+)
+@click.option("--roi", default=None, help="Region x,y,w,h in level-0 pixels.")
+@click.option("--tile-size", type=click.IntRange(min=32), default=None, help="Tile side, px.")
+@click.option("--crop-size", type=click.IntRange(min=4), default=None, help="Crop side, px.")
+@click.option(
+    "--window-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Crop window = scale x the nucleus's longer bbox side (2 CoNSeP, 1 NuCLS).",
+)
+@click.option("--shard", default=None, help="I/N: process slides I, I+N, I+2N, ... (0 <= I < N).")
+@click.option("--overwrite", is_flag=True, default=None, help="Redo finished or partial stores.")
+@device_option()
+@batch_size_option()
+def segment(
+    slides: tuple[Path, ...],
+    out_dir: Path,
+    config_path: str | None,
+    segmenter: str | None,
+    model: str | None,
+    weights: str | None,
+    offline: bool | None,
+    mpp: float | None,
+    roi: str | None,
+    tile_size: int | None,
+    crop_size: int | None,
+    window_scale: float | None,
+    shard: str | None,
+    overwrite: bool | None,
+    device: str | None,
+    batch_size: int | None,
+) -> None:
+    """Segment every nucleus of SLIDE... (slide files, or text files listing one per line)."""
+    from wsi_ccrl.slide import parse_roi
+
+    cfg = load_config(
+        "segment",
+        config_path,
+        segmenter=segmenter,
+        model=model,
+        weights=weights,
+        offline=offline or None,
+        mpp=mpp,
+        roi=parse_roi(roi),
+        tile_size=tile_size,
+        crop_size=crop_size,
+        window_scale=window_scale,
+        overwrite=overwrite or None,
+        device=device,
+        batch_size=batch_size,
+    )
+    from wsi_ccrl.config import dump_yaml
+    from wsi_ccrl.errors import WsiCcrlError
+    from wsi_ccrl.segment.pipeline import ensure_writable, parse_shard, segment_slides
+
+    shard_ = parse_shard(shard)
+    ensure_writable(out_dir)
+    dump_yaml("segment", cfg, out_dir / "segment-config.yaml")
+    report = segment_slides(list(slides), out_dir, cfg, shard=shard_)
+    for path in report.done:
+        click.echo(f"store: {path}")
+    for path in report.skipped:
+        click.echo(f"skipped (already complete): {path}")
+    if report.failed:
+        listed = "; ".join(f"{p}: {why}" for p, why in report.failed)
+        raise WsiCcrlError(f"{len(report.failed)} slide(s) failed: {listed}")

@@ -1,0 +1,77 @@
+"""``wsi-ccrl train``: CCRL on one or many cell stores; writes RUN_DIR/model.pt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from wsi_ccrl_cli.options import batch_size_option, config_option, device_option, load_config
+
+
+@click.command()
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A cell store (*.zarr) or a folder of them; repeat for several.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder: config, checkpoints, metrics.csv, model.pt.",
+)
+@config_option()
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
+@batch_size_option()
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam lr.")
+@device_option()
+@click.option("--gpus", default=None, help="CUDA device ids for DataParallel, e.g. 0,1.")
+@click.option("--seed", type=int, default=None, help="Random seed.")
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Continue from RUN_DIR's checkpoint, or start over.",
+)
+@click.option("--no-local-global", is_flag=True, help="Ablation: neither view is cropped.")
+@click.option("--no-predictor", is_flag=True, help="Ablation: no prediction head.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N steps.")
+def train(
+    data: tuple[Path, ...],
+    out_dir: Path,
+    config_path: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str | None,
+    gpus: str | None,
+    seed: int | None,
+    resume: bool,
+    no_local_global: bool,
+    no_predictor: bool,
+    max_steps: int | None,
+) -> None:
+    """Train CCRL on the cells of STORE... (same command under torchrun for several processes)."""
+    cfg = load_config(
+        "train",
+        config_path,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        gpus=gpus,
+        seed=seed,
+        max_steps=max_steps,
+        **{"augment.local_global": False if no_local_global else None},
+        use_predictor=False if no_predictor else None,
+    )
+    from wsi_ccrl.store import find_stores
+    from wsi_ccrl.train import train as run_training
+
+    stores = find_stores(list(data))
+    model_path = run_training(stores, out_dir, cfg, resume=resume)
+    click.echo(f"model: {model_path}")

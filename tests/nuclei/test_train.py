@@ -1,0 +1,120 @@
+"""Training pieces: HV targets vs a per-nucleus reference, data loading, loss, a short run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.nuclei.train import (
+    NucleusTrainConfig,
+    hovernet_loss,
+    hv_targets,
+    load_patches,
+    make_batch,
+    train,
+)
+from wsi_ccrl.segment.embedded import load_nucleus_net
+
+CONSEP_PATCHES = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "consep-patches" / "Train"
+)
+needs_consep = pytest.mark.skipif(not CONSEP_PATCHES.exists(), reason="no shared CoNSeP patches")
+
+
+def _hv_reference(inst):
+    """HoVer-Net's target, one nucleus at a time (the paper's definition)."""
+    out = np.zeros((2,) + inst.shape, np.float32)
+    for i in np.unique(inst)[1:]:
+        ys, xs = np.nonzero(inst == i)
+        for axis, c in enumerate((xs, ys)):
+            d = c - c.mean()
+            d = np.where(
+                d < 0, d / -d.min() if d.min() < 0 else 0, d / d.max() if d.max() > 0 else 0
+            )
+            out[axis][ys, xs] = d
+    return out
+
+
+def test_hv_targets_match_the_per_nucleus_definition():
+    rng = np.random.default_rng(0)
+    inst = np.zeros((40, 40), np.int32)
+    for i in range(1, 8):
+        y, x = rng.integers(0, 32, 2)
+        inst[y : y + rng.integers(2, 9), x : x + rng.integers(1, 9)] = i * 3  # gaps in the ids
+    hv = hv_targets(inst)
+    np.testing.assert_allclose(hv, _hv_reference(inst), atol=1e-5)
+    assert hv.min() >= -1 and hv.max() <= 1
+    assert (hv[:, inst == 0] == 0).all()
+
+
+def test_loss_is_small_for_perfect_maps_and_large_for_wrong_ones():
+    inst = np.zeros((32, 32), np.int32)
+    inst[4:14, 6:16], inst[18:30, 10:24] = 1, 2
+    fg = torch.from_numpy(inst > 0).float()[None, None]
+    hv = torch.from_numpy(hv_targets(inst))[None]
+    perfect = torch.cat([(fg * 2 - 1) * 20, hv], 1)
+    good, parts = hovernet_loss(perfect, fg, hv)
+    bad, _ = hovernet_loss(torch.cat([-perfect[:, :1], -hv], 1), fg, hv)
+    assert parts["mse"] == 0 and parts["msge"] == 0
+    assert good.item() < 0.01 < 1.0 < bad.item()
+
+
+@needs_consep
+def test_load_patches_by_tile_and_make_batch():
+    patches = load_patches(CONSEP_PATCHES, tiles={21})
+    assert len(patches) == 16 and set(patches.tile) == {21}
+    assert patches.images.shape == (16, 256, 256, 3) and patches.images.dtype == np.uint8
+    x, fg, hv = make_batch(patches, np.arange(3), 64, np.random.default_rng(0))
+    assert x.shape == (3, 3, 64, 64) and fg.shape == (3, 1, 64, 64) and hv.shape == (3, 2, 64, 64)
+    assert x.min() >= 0 and x.max() <= 1 and 0.02 < fg.mean() < 0.8
+    # targets are recomputed after the geometry: zero outside nuclei, full range inside
+    assert (hv * (1 - fg)).abs().max() == 0 and hv.max() == 1
+
+
+def test_bad_patch_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(WsiCcrlError, match="no patches"):
+        load_patches(tmp_path)
+
+
+@needs_consep
+def test_a_short_run_lowers_the_loss_and_writes_loadable_weights(tmp_path):
+    patches = load_patches(CONSEP_PATCHES, tiles={3, 21})  # 21 is held back: 16 train patches
+    cfg = NucleusTrainConfig(
+        out=str(tmp_path / "w.pt"),
+        channels=(8, 16, 32),
+        epochs=10,
+        batch_size=4,
+        crop=64,
+        lr=3e-3,
+        colour_jitter=0.0,
+        threads=1,  # on a shared CPU one thread beats two spinning ones
+    )  # 16 patches / batch 4 = 4 steps per epoch: 40 steps
+    net, losses = train(cfg, patches)
+    assert len(losses) == 40
+    assert np.mean(losses[-8:]) < 0.85 * np.mean(losses[:4])
+    loaded, config = load_nucleus_net(tmp_path / "w.pt")  # weights_only=True inside
+    assert config["channels"] == [8, 16, 32] and config["train"]["holdout_tiles"][0] == 21
+    for a, b in zip(loaded.state_dict().values(), net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@needs_consep
+def test_training_is_reproducible_from_the_seed(tmp_path):
+    patches = load_patches(CONSEP_PATCHES, tiles={3})
+    kw = dict(channels=(8, 16), batch_size=2, crop=32, max_steps=3, holdout_tiles=(), threads=1)
+    a, la = train(NucleusTrainConfig(out=str(tmp_path / "a.pt"), **kw), patches)
+    b, lb = train(NucleusTrainConfig(out=str(tmp_path / "b.pt"), **kw), patches)
+    assert la == lb
+    c, lc = train(NucleusTrainConfig(out=str(tmp_path / "c.pt"), seed=1, **kw), patches)
+    assert lc != la
+
+
+@needs_consep
+def test_holding_back_every_tile_is_an_error(tmp_path):
+    patches = load_patches(CONSEP_PATCHES, tiles={21})
+    with pytest.raises(WsiCcrlError, match="no training patches"):
+        train(NucleusTrainConfig(out=str(tmp_path / "w.pt")), patches)

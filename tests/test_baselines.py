@@ -1,0 +1,97 @@
+"""Baselines: finite features of the right shape on real CoNSeP cells; moments against OpenCV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from wsi_ccrl import baselines
+from wsi_ccrl.datasets import consep
+from wsi_ccrl.datasets.common import load_cells, write_store
+from wsi_ccrl.errors import WsiCcrlError
+
+PATCHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "consep-patches" / "Train"
+pytestmark = pytest.mark.skipif(not PATCHES.exists(), reason="shared CoNSeP patches not available")
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    images = [PATCHES / "Images" / f"train_10_00{k}.png" for k in range(3)]
+    store = write_store(
+        tmp_path_factory.mktemp("b") / "cells.zarr", consep.iter_tiles(images, "merged4"),
+        [p.name for p in images], {"dataset": "consep"}, scale=1.0, crop_size=32,
+    )  # fmt: skip
+    return load_cells(store)
+
+
+def test_polygon_moments_match_opencv(cells):
+    m = baselines.polygon_moments(cells.contour_offsets, cells.contour_xy)
+    hu = baselines.hu_moments(m)
+    for i in (0, 5, len(cells) - 1):
+        poly = cells.contour_xy[cells.contour_offsets[i] : cells.contour_offsets[i + 1]]
+        ref = cv2.moments(poly)
+        for key in ("m00", "m10", "m01", "m20", "m11", "m02", "m30", "m21", "m12", "m03"):
+            assert m[key][i] == pytest.approx(ref[key], rel=1e-6)
+        assert np.allclose(hu[i], cv2.HuMoments(ref).ravel(), rtol=1e-5, atol=1e-12)
+    # a clockwise polygon gives the same (positive) moments
+    flipped = baselines.polygon_moments(np.array([0, 4]), np.array([[0, 0], [0, 2], [3, 2], [3, 0]]))
+    assert flipped["m00"][0] == pytest.approx(6.0)
+
+
+def test_morphological_features(cells):
+    f = baselines.Morphological().fit(cells).transform(cells)
+    assert f.shape == (len(cells), len(baselines.MORPH_FEATURES)) == (len(cells), 29)
+    assert np.isfinite(f).all()
+    names = baselines.MORPH_FEATURES
+    # the polygon runs through boundary pixel centres: a little under the pixel count
+    area = f[:, names.index("area")]
+    assert ((area <= cells.area) & (area >= 0.5 * cells.area)).all()
+    assert ((f[:, names.index("solidity")] > 0.5) & (f[:, names.index("solidity")] <= 1.0)).all()
+
+
+def test_manual_features(cells):
+    lbp = baselines.lbp_histograms(cells.crops)
+    assert lbp.shape == (len(cells), 10 + 18)
+    assert np.allclose(lbp[:, :10].sum(1), 1) and np.allclose(lbp[:, 10:].sum(1), 1)
+    # the mosaic gives each crop its own histogram: same as skimage on the crop alone
+    from skimage.feature import local_binary_pattern
+
+    grey = baselines._grey(cells.crops[:1])[0]
+    padded = np.pad(grey, 2, mode="reflect")
+    own = local_binary_pattern(padded, 8, 1, method="uniform")[2:-2, 2:-2].astype(int)
+    assert np.allclose(lbp[0, :10], np.bincount(own.ravel(), minlength=10) / own.size)
+    model = baselines.Manual(words=8).fit(cells)
+    f = model.transform(cells)
+    assert f.shape == (len(cells), 8 + 28) and np.isfinite(f).all()
+    assert np.allclose(f[:, :8].sum(1), 1)  # bag of words over the 10 dense keypoints
+
+
+def test_raw_pixels(cells):
+    f = baselines.RawPixels(components=10).fit(cells).transform(cells)
+    assert f.shape == (len(cells), 10) and np.isfinite(f).all()
+
+
+def test_imagenet_needs_local_weights(cells, tmp_path, monkeypatch):
+    import torch
+    from torchvision.models import resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    message = baselines.imagenet_missing_message()
+    assert message and str(tmp_path) in message and "resnet18" in message
+    with pytest.raises(WsiCcrlError, match="skipped"):
+        baselines.ImageNet(size=32).fit(cells)
+    # weights saved from a randomly initialised model stand in for the real file
+    path = baselines.imagenet_weights_path()
+    path.parent.mkdir(parents=True)
+    torch.save(resnet18().state_dict(), path)
+    assert baselines.imagenet_missing_message() is None
+    f = baselines.ImageNet(size=32, batch_size=64).fit(cells).transform(cells)
+    assert f.shape == (len(cells), 512) and np.isfinite(f).all()
+
+
+def test_unknown_baseline():
+    with pytest.raises(WsiCcrlError, match="unknown baseline"):
+        baselines.make_baseline("sift_only")

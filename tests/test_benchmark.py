@@ -1,0 +1,110 @@
+"""The protocol end to end on a tiny tile-split subset of the real CoNSeP patches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsi_ccrl import benchmark
+from wsi_ccrl.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+PATCHES = ROOT.parent / "shared" / "data" / "consep-patches" / "Train"
+needs_patches = pytest.mark.skipif(not PATCHES.exists(), reason="shared CoNSeP patches absent")
+
+
+def tiny_consep(root: Path, names: list[str]) -> Path:
+    """A CoNSeP-layout folder of a few real patches (symlinks)."""
+    for sub, ext in (("Images", "png"), ("Labels", "mat")):
+        (root / "Train" / sub).mkdir(parents=True)
+        for name in names:
+            (root / "Train" / sub / f"{name}.{ext}").symlink_to(PATCHES / sub / f"{name}.{ext}")
+    return root
+
+
+def tiny_config(**over):
+    values = {
+        "class_scheme": "merged4",
+        "split": "tiles",
+        "train_tiles": [10],
+        "test_tiles": [21],
+        "seeds": [0, 1],
+        "train_seeds": [0],
+        "kmeans_n_init": 2,
+        "device": "cpu",
+        "train": {
+            "stem": "imagenet", "batch_size": 32, "queue_size": 64, "epochs": 1,
+            "max_steps": 2, "momentum": 0.99, "num_workers": 0, "eval_max_cells": 32,
+            "device": "cpu",
+        },
+    }  # fmt: skip
+    values.update(over)
+    return benchmark.load_benchmark_config(None, {k: v for k, v in values.items()})
+
+
+def test_cluster_scores_on_separable_features():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    x = np.eye(3)[y] * 10 + rng.normal(0, 0.1, (60, 3))
+    runs = benchmark.cluster_scores(x, x, y, 3, (0, 1), n_init=2)
+    summary = benchmark.summarize(runs)
+    for protocol in benchmark.PROTOCOLS:
+        assert summary[protocol]["ami"]["mean"] == pytest.approx(1.0)
+        assert summary[protocol]["purity"]["std"] == 0.0
+        assert summary[protocol]["ari"]["n"] == 2
+
+
+def test_config_profiles_and_validation():
+    quick = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-consep-quick.yaml")
+    paper = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-consep.yaml")
+    assert paper.train.epochs == 500 and paper.class_scheme == "original7"  # from ccrl.yaml
+    assert quick.class_scheme == "merged4" and quick.split == "tiles"
+    assert quick.train.batch_size == 256 and quick.train.temperature == 0.07
+    assert set(quick.train_tiles).isdisjoint(quick.test_tiles)
+    nucls = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-nucls.yaml")
+    assert nucls.window_scale == 0.0 and nucls.dataset == "nucls"
+    with pytest.raises(ConfigError, match="unknown"):
+        benchmark.load_benchmark_config(None, {"models": ["ccrl", "dcae"]})
+    with pytest.raises(ConfigError, match="class_scheme"):
+        benchmark.load_benchmark_config(None, {"class_scheme": "seven"})
+
+
+def test_ranges():
+    assert benchmark._ranges([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7–8"
+
+
+@needs_patches
+def test_protocol_end_to_end(tmp_path):
+    names = [f"train_10_00{k}" for k in range(3)] + [f"train_21_00{k}" for k in range(3)]
+    data = tiny_consep(tmp_path / "consep", names)
+    models = ["ccrl", "ccrl_query_encoder", "ccrl_no_predictor", "morphological", "raw_pixels"]
+    cfg = tiny_config(models=models)
+    out = tmp_path / "out"
+    results = benchmark.run_benchmark(data, out, cfg, profile="test")
+    saved = json.loads((out / "results.json").read_text())
+    assert list(saved["models"]) == ["morphological", "raw_pixels", "ccrl", "ccrl_query_encoder",
+                                     "ccrl_no_predictor"]  # fmt: skip
+    for model, res in saved["models"].items():
+        for protocol in benchmark.PROTOCOLS:
+            stats = res["summary"][protocol]
+            assert -1 <= stats["ami"]["mean"] <= 1 and 0 < stats["purity"]["mean"] <= 1
+            assert stats["ami"]["n"] == 2, model
+    assert saved["n_test_cells"] == results["n_test_cells"] > 0
+    assert (out / "models" / "ccrl-seed0" / "model.pt").is_file()
+    assert (out / "models" / "no_predictor-seed0" / "model.pt").is_file()
+    assert not (out / "models" / "no_local_global-seed0").exists()  # not asked for
+    table = (out / "results.md").read_text()
+    assert "| CCRL |" in table and "24.2 | 21.7 | 51.8" in table  # the paper's row beside ours
+    assert "train tiles 10, test tiles 21" in table
+    config = (out / "config.yaml").read_text()
+    assert "train_tiles:" in config and "max_steps: 2" in config
+    # a second run reuses the stores and the trained models
+    stamp = (out / "stores" / "consep-test.zarr" / "zarr.json").stat().st_mtime_ns
+    cfg2 = tiny_config(models=["ccrl", "morphological"])
+    again = benchmark.run_benchmark(data, out, cfg2, profile="test")
+    assert (out / "stores" / "consep-test.zarr" / "zarr.json").stat().st_mtime_ns == stamp
+    assert again["models"]["morphological"] == results["models"]["morphological"]
+    assert again["models"]["ccrl"]["summary"] == results["models"]["ccrl"]["summary"]

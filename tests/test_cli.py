@@ -1,0 +1,78 @@
+"""The front end as a user meets it: help, version, and one-line errors with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from wsi_ccrl import __version__
+from wsi_ccrl_cli.main import cli
+
+COMMANDS = ("segment", "train", "label", "benchmark")
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert f"  {name} " in result.output
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_help_does_not_import_torch():
+    """`wsi-ccrl --help` must answer at once: no torch or TIAToolbox import behind it."""
+    code = (
+        "import sys; from click.testing import CliRunner; from wsi_ccrl_cli.main import cli;"
+        "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0;"
+        "print(sorted(m for m in ('torch', 'tiatoolbox', 'zarr') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0 and "--config" in result.output
+
+
+def test_unknown_option_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["train", "--epoch", "3"])
+    assert result.exit_code == 2 and "No such option" in result.output
+
+
+@pytest.mark.parametrize(
+    "command, section, text, message",
+    [
+        ("train", "train", "  epochz: 3\n", "unknown key 'epochz'"),
+        ("label", "label", "  k: many\n", "expected an integer"),
+        ("segment", "segment", "  tile_size: [1]\n", "expected an integer"),
+        ("benchmark", "benchmark", "  seeds: 3\n", "expected a list"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2(tmp_path, command, section, text, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"{section}:\n{text}")
+    args = {
+        "train": ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")],
+        "label": ["label", "--model", str(bad), "--data", str(tmp_path)],
+        "segment": ["segment", str(bad), "--out", str(tmp_path)],
+        "benchmark": ["benchmark", "consep", "--data-dir", str(tmp_path)],
+    }[command]
+    result = CliRunner().invoke(cli, [*args, "--config", str(bad)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_config_file(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path), "--config", "nope.yaml"]
+    )
+    assert result.exit_code == 2 and "nope.yaml" in result.output

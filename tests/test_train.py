@@ -1,0 +1,124 @@
+"""The training loop: exact stop-and-resume, model.pt, metrics, clear errors before training."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_store
+
+from wsi_ccrl.config import TrainConfig
+from wsi_ccrl.errors import ConfigError, WsiCcrlError
+from wsi_ccrl.model_io import load_backbone
+from wsi_ccrl.store import CellStore
+from wsi_ccrl.train import CHECKPOINT, load_checkpoint, train
+
+# small and fast: the imagenet stem shrinks 32 px crops 4x before the residual stages
+TINY = TrainConfig(
+    stem="imagenet",
+    queue_size=16,
+    momentum=0.9,
+    epochs=2,
+    warmup_epochs=1,
+    batch_size=8,
+    num_workers=1,
+    in_memory_max_cells=0,  # stream chunk-wise: the path large datasets take
+    shuffle_buffer_chunks=2,
+    checkpoint_every=2,  # only at the end: checkpoints of ResNet18 + Adam are ~180 MB
+    eval_every=0,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_store(consep_store, tmp_path_factory):
+    """24 real cells in chunks of 8: 3 steps of 8 per epoch."""
+    crops = np.asarray(CellStore.open(consep_store)["crops"][:24])
+    return write_store(tmp_path_factory.mktemp("tiny") / "tiny.zarr", crops, chunk_cells=8)
+
+
+def state(run_dir):
+    return torch.load(run_dir / CHECKPOINT, weights_only=True)
+
+
+def test_stop_and_resume_equals_a_straight_run(tiny_store, tmp_path):
+    straight = train([tiny_store], tmp_path / "straight", TINY)
+    stopped = dataclasses.replace(TINY, max_steps=4)  # stops inside the second epoch
+    train([tiny_store], tmp_path / "resumed", stopped)
+    assert state(tmp_path / "resumed")["step"] == 4
+    resumed = train([tiny_store], tmp_path / "resumed", TINY)
+    a, b = state(tmp_path / "straight"), state(tmp_path / "resumed")
+    assert a["step"] == b["step"] == 6
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    opt_a, opt_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    for pa, pb in zip(opt_a.values(), opt_b.values(), strict=True):
+        assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    ma = torch.load(straight, weights_only=True)
+    mb = torch.load(resumed, weights_only=True)
+    for enc in ("query_backbone", "momentum_backbone", "projector_q", "predictor"):
+        assert all(torch.equal(ma[enc][k], mb[enc][k]) for k in ma[enc]), enc
+    rows = list(csv.DictReader((tmp_path / "resumed" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "1.333", "2"]
+    assert (tmp_path / "resumed" / "config.yaml").exists()
+
+
+def test_model_file_loads_weights_only(tiny_store, tmp_path):
+    cfg = dataclasses.replace(TINY, max_steps=1, use_predictor=False)
+    path = train([tiny_store], tmp_path / "run", cfg)
+    payload = torch.load(path, weights_only=True)
+    assert payload["crop_size"] == 32 and payload["config"]["use_predictor"] is False
+    assert "predictor" not in payload and payload["training"]["steps"] == 1
+    query, meta = load_backbone(path, "query")
+    momentum, _ = load_backbone(path, "momentum")
+    assert meta["stem"] == "imagenet"
+    assert not torch.equal(query.stem[0].weight, momentum.stem[0].weight)
+    ckpt = state(tmp_path / "run")
+    assert set(ckpt["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert int(ckpt["model"]["queue_ptr"]) == 8
+
+
+def test_resume_refuses_another_config_and_no_resume_starts_over(tiny_store, tmp_path):
+    cfg = dataclasses.replace(TINY, max_steps=1)
+    train([tiny_store], tmp_path / "run", cfg)
+    with pytest.raises(ConfigError, match="train.lr was 0.001"):
+        train([tiny_store], tmp_path / "run", dataclasses.replace(cfg, lr=0.01))
+    train([tiny_store], tmp_path / "run", dataclasses.replace(cfg, lr=0.01), resume=False)
+    assert state(tmp_path / "run")["config"]["lr"] == 0.01
+
+
+def test_bad_input_fails_before_training(tiny_store, tmp_path):
+    with pytest.raises(WsiCcrlError, match="larger than the 24 cells"):
+        train([tiny_store], tmp_path / "a", dataclasses.replace(TINY, batch_size=32))
+    with pytest.raises(WsiCcrlError, match="crop_size: 64"):
+        train([tiny_store], tmp_path / "b", dataclasses.replace(TINY, crop_size=64))
+    if not torch.cuda.is_available():
+        with pytest.raises(WsiCcrlError, match="no CUDA GPU"):
+            train([tiny_store], tmp_path / "c", dataclasses.replace(TINY, device="cuda"))
+    with pytest.raises(ConfigError, match="crop_branch"):
+        from wsi_ccrl.config import load_section
+
+        load_section("train", None, {"augment.crop_branch": "both"})
+    assert not (tmp_path / "a" / CHECKPOINT).exists()
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tiny_store, tmp_path):
+    cfg = dataclasses.replace(TINY, temperature=1e-40, max_steps=2)
+    with pytest.raises(WsiCcrlError, match="diverged: loss is nan at step 0"):
+        train([tiny_store], tmp_path / "run", cfg)
+
+
+def test_checkpoint_load_rejects_other_data(tiny_store, tmp_path):
+    cfg = dataclasses.replace(TINY, max_steps=1)
+    train([tiny_store], tmp_path / "run", cfg)
+    from wsi_ccrl.model import CCRL
+
+    model = CCRL.from_config(cfg)
+    opt = torch.optim.Adam(model.query_parameters())
+    with pytest.raises(WsiCcrlError, match="other stores"):
+        load_checkpoint(
+            tmp_path / "run" / CHECKPOINT, model, opt, cfg, [["x.zarr", 9]], torch.device("cpu")
+        )

@@ -1,0 +1,90 @@
+"""The two CCRL views of a batch of cell crops, made on the training device with kornia.
+
+Both pipelines apply colour jitter, random grey-scale, Gaussian blur, horizontal and vertical flips
+and a rotation in [0, 180] degrees, with independent random parameters per sample. One branch
+(the key, by default, as in the paper's Figure 1) first takes a random resized crop of the cell:
+the local view; the other sees the whole cell: the global view. ``local_global: false`` makes
+both views global (the ablation). Whole uint8 batches go in, so the GPU does the work, not CPU
+workers per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from wsi_ccrl.config import AugmentConfig
+
+
+def blur_kernel_size(sigma_max: float, crop_size: int) -> int:
+    """An odd kernel covering +-2 sigma, smaller than the crop (reflect padding needs that)."""
+    size = 2 * math.ceil(2 * sigma_max) + 1
+    largest = crop_size - 1 if crop_size % 2 == 0 else crop_size - 2
+    return max(3, min(size, largest))
+
+
+def view_pipeline(cfg: AugmentConfig, crop_size: int, local: bool) -> nn.Sequential:
+    """One branch's augmentations on (B, 3, S, S) float in [0, 1]; ``local`` adds the crop."""
+    steps: list[nn.Module] = []
+    if local:
+        steps.append(
+            K.RandomResizedCrop((crop_size, crop_size), scale=tuple(cfg.crop_scale), p=1.0)
+        )
+    b, c, s, h = cfg.jitter
+    steps += [
+        K.ColorJitter(b, c, s, h, p=cfg.jitter_p),
+        K.RandomGrayscale(p=cfg.grayscale_p),
+        K.RandomGaussianBlur(
+            blur_kernel_size(cfg.blur_sigma[1], crop_size),
+            tuple(cfg.blur_sigma),
+            p=cfg.blur_p,
+        ),
+        K.RandomHorizontalFlip(p=cfg.flip_p),
+        K.RandomVerticalFlip(p=cfg.flip_p),
+        K.RandomRotation(tuple(cfg.rotation), p=1.0),
+    ]
+    return nn.Sequential(*steps)
+
+
+class CellViews(nn.Module):
+    """uint8 (B, S, S, 3) crops -> (query, key) views, each float (B, 3, S, S) in [0, 1].
+
+    Args:
+        cfg: the augmentation settings.
+        crop_size: S; the local view is resized back to it.
+    """
+
+    def __init__(self, cfg: AugmentConfig, crop_size: int):
+        super().__init__()
+        crops_query = cfg.local_global and cfg.crop_branch == "query"
+        crops_key = cfg.local_global and cfg.crop_branch == "key"
+        self.query = view_pipeline(cfg, crop_size, local=crops_query)
+        self.key = view_pipeline(cfg, crop_size, local=crops_key)
+
+    def forward(
+        self, crops: torch.Tensor, seed: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both views of every crop.
+
+        Args:
+            crops: (B, S, S, 3) uint8, on the device the augmentation should run on.
+            seed: makes the draw reproducible without touching the global RNG (kornia samples
+                from it); None draws from the current global state.
+        """
+        if crops.dtype != torch.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
+            raise ValueError(f"expected uint8 (B, S, S, 3) crops, got {crops.dtype} {crops.shape}")
+        x = crops.permute(0, 3, 1, 2).float().div_(255.0)  # Bx3xSxS, channels-last in memory
+        if seed is None:
+            return self._views(x)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self._views(x)
+
+    def _views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.query(x).clamp_(0.0, 1.0)
+        k = self.key(x).clamp_(0.0, 1.0)
+        return q, k

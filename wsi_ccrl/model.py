@@ -1,0 +1,183 @@
+"""The CCRL module, after MoCo's ``builder.py``: two encoders, a queue, a momentum update.
+
+Query branch: backbone -> projector -> predictor. Key branch: momentum copies of the backbone and
+projector, updated as theta_k <- m * theta_k + (1 - m) * theta_q, never by gradients. Keys are
+L2-normalised and enqueued after each step (gathered from every rank under DDP, so the queue is
+the same everywhere). No ``.cuda()`` calls: everything follows the input's device.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsi_ccrl import distributed
+from wsi_ccrl.backbone import PreActResNet18
+from wsi_ccrl.heads import mlp_head
+from wsi_ccrl.losses import info_nce_logits
+
+
+class CCRL(nn.Module):
+    """Contrastive cell representation learning (Nakhli et al.).
+
+    Args:
+        stem: backbone stem, ``small`` (32 px crops) or ``imagenet``.
+        proj_hidden, proj_dim: projector 512 -> proj_hidden -> proj_dim.
+        pred_hidden: predictor proj_dim -> pred_hidden -> proj_dim.
+        use_predictor: False for the "no prediction head" ablation.
+        queue_size: K, the number of queued negatives.
+        temperature: InfoNCE tau.
+        momentum: m of the key-encoder update.
+        shuffle_bn: shuffle the key batch across devices so BatchNorm cannot leak positives.
+    """
+
+    def __init__(
+        self,
+        stem: str = "small",
+        proj_hidden: int = 128,
+        proj_dim: int = 64,
+        pred_hidden: int = 32,
+        use_predictor: bool = True,
+        queue_size: int = 4096,
+        temperature: float = 0.07,
+        momentum: float = 0.999,
+        shuffle_bn: bool = True,
+    ):
+        super().__init__()
+        self.temperature = temperature
+        self.momentum = momentum
+        self.shuffle_bn = shuffle_bn
+        feat = PreActResNet18.feature_dim
+        self.backbone_q = PreActResNet18(stem)
+        self.projector_q = mlp_head(feat, proj_hidden, proj_dim)
+        self.predictor = mlp_head(proj_dim, pred_hidden, proj_dim) if use_predictor else None
+        self.backbone_k = copy.deepcopy(self.backbone_q)
+        self.projector_k = copy.deepcopy(self.projector_q)
+        for p in self.momentum_parameters():
+            p.requires_grad_(False)
+        queue = F.normalize(torch.randn(queue_size, proj_dim), dim=1)
+        self.register_buffer("queue", queue)  # KxD
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        # DataParallel replicas of the backbones, kept out of the module tree so that
+        # state_dict, the momentum update and the queue stay those of the modules above
+        self.__dict__["_runners"] = {"q": self.backbone_q, "k": self.backbone_k}
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> CCRL:
+        """Build from a ``TrainConfig``."""
+        return cls(
+            stem=cfg.stem,
+            proj_hidden=cfg.proj_hidden,
+            proj_dim=cfg.proj_dim,
+            pred_hidden=cfg.pred_hidden,
+            use_predictor=cfg.use_predictor,
+            queue_size=cfg.queue_size,
+            temperature=cfg.temperature,
+            momentum=cfg.momentum,
+            shuffle_bn=cfg.shuffle_bn,
+        )
+
+    # ------------------------------------------------------------------ parallel
+    def data_parallel(self, device_ids: list[int] | None) -> CCRL:
+        """Run both backbones under ``nn.DataParallel`` (weights stay in this module)."""
+        self.__dict__["_runners"] = {
+            "q": nn.DataParallel(self.backbone_q, device_ids=device_ids),
+            "k": nn.DataParallel(self.backbone_k, device_ids=device_ids),
+        }
+        return self
+
+    # ------------------------------------------------------------------ momentum
+    def query_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser trains (query backbone, projector, predictor)."""
+        mods = [self.backbone_q, self.projector_q] + ([self.predictor] if self.predictor else [])
+        return [p for m in mods for p in m.parameters()]
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(query module, its momentum copy)."""
+        return [(self.backbone_q, self.backbone_k), (self.projector_q, self.projector_k)]
+
+    def momentum_parameters(self) -> list[nn.Parameter]:
+        return [p for _, k in self.momentum_pairs() for p in k.parameters()]
+
+    @torch.no_grad()
+    def momentum_update(self, m: float | None = None) -> None:
+        """theta_k <- m * theta_k + (1 - m) * theta_q, for every momentum pair."""
+        m = self.momentum if m is None else m
+        q = [p for qm, _ in self.momentum_pairs() for p in qm.parameters()]
+        k = self.momentum_parameters()
+        torch._foreach_mul_(k, m)
+        torch._foreach_add_(k, q, alpha=1.0 - m)
+
+    # ------------------------------------------------------------------ queue
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replace the oldest queue entries with ``keys`` (B, D) from every rank (FIFO, wraps)."""
+        keys = distributed.all_gather_cat(keys.float())
+        k, n = self.queue.shape[0], keys.shape[0]
+        if n >= k:
+            self.queue.copy_(keys[-k:])
+            self.queue_ptr.zero_()
+            return
+        idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % k
+        self.queue[idx] = keys
+        self.queue_ptr.copy_((self.queue_ptr + n) % k)
+
+    # ------------------------------------------------------------------ encoders
+    def encode_query(self, im_q: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, D) L2-normalised prediction (or projection) of the query view."""
+        z = self.projector_q(self._runners["q"](im_q))
+        if self.predictor is not None:
+            z = self.predictor(z)
+        return F.normalize(z.float(), dim=1)
+
+    @torch.no_grad()
+    def encode_key(self, im_k: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, D) L2-normalised momentum projection, BatchNorm batch shuffled."""
+        if not self.shuffle_bn:
+            return F.normalize(self.projector_k(self._runners["k"](im_k)).float(), dim=1)
+        im_k, unshuffle = self._shuffle(im_k)
+        k = F.normalize(self.projector_k(self._runners["k"](im_k)).float(), dim=1)
+        return self._unshuffle(k, unshuffle)
+
+    def _shuffle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Permute the batch across every rank's samples (MoCo's shuffle BN)."""
+        if distributed.world_size() == 1:
+            perm = torch.randperm(x.shape[0], device=x.device)
+            return x[perm], torch.argsort(perm)
+        gathered = distributed.all_gather_cat(x)  # (world*B)x3xSxS
+        perm = distributed.broadcast_(torch.randperm(gathered.shape[0], device=x.device))
+        b, r = x.shape[0], distributed.rank()
+        mine = perm.view(-1, b)[r]
+        return gathered[mine], torch.argsort(perm)
+
+    def _unshuffle(self, k: torch.Tensor, unshuffle: torch.Tensor) -> torch.Tensor:
+        if distributed.world_size() == 1:
+            return k[unshuffle]
+        gathered = distributed.all_gather_cat(k)
+        b, r = k.shape[0], distributed.rank()
+        return gathered[unshuffle.view(-1, b)[r]]
+
+    # ------------------------------------------------------------------ step
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One CCRL step's loss: update the key encoder, score, enqueue the keys.
+
+        Args:
+            im_q: (B, 3, S, S) float query views (global by default).
+            im_k: (B, 3, S, S) float key views (local by default).
+
+        Returns:
+            loss (scalar), logits (B, 1 + K) with the positive in column 0.
+        """
+        q = self.encode_query(im_q)  # BxD
+        with torch.no_grad():
+            self.momentum_update()
+            k = self.encode_key(im_k)  # BxD
+        logits = info_nce_logits(q, k, self.queue.clone().detach(), self.temperature)
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        loss = F.cross_entropy(logits, labels)
+        self.enqueue(k)
+        return loss, logits

@@ -1,0 +1,160 @@
+"""One interface for every nucleus segmenter: RGB tiles in, ``Nuclei`` (per tile) out.
+
+A segmenter knows nothing about slides: the pipeline reads tiles at the segmenter's ``mpp``, and
+maps what comes back into level-0 slide coordinates. ``nuclei_from_labels`` turns any instance
+label map into ``Nuclei`` so each segmenter only has to produce a label map.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+
+@dataclass
+class Nuclei:
+    """Nuclei of one tile in that tile's pixel frame (at the segmenter's working mpp)."""
+
+    centroid: np.ndarray  # (n, 2) float32, x, y
+    bbox: np.ndarray  # (n, 4) float32, x0, y0, x1, y1 (x1, y1 exclusive)
+    area: np.ndarray  # (n,) float32, pixels²
+    contour_offsets: np.ndarray  # (n+1,) int64, CSR into contour_xy
+    contour_xy: np.ndarray  # (m, 2) float32, x, y polygon vertices (not closed)
+    seg_type: np.ndarray  # (n,) int16 (0 when the segmenter has no types)
+    seg_prob: np.ndarray  # (n,) float32
+
+    def __len__(self) -> int:
+        return int(self.centroid.shape[0])
+
+    @staticmethod
+    def empty() -> Nuclei:
+        return Nuclei(
+            centroid=np.zeros((0, 2), np.float32),
+            bbox=np.zeros((0, 4), np.float32),
+            area=np.zeros(0, np.float32),
+            contour_offsets=np.zeros(1, np.int64),
+            contour_xy=np.zeros((0, 2), np.float32),
+            seg_type=np.zeros(0, np.int16),
+            seg_prob=np.zeros(0, np.float32),
+        )
+
+    def select(self, keep: np.ndarray) -> Nuclei:
+        """The nuclei where boolean mask (or index array) ``keep`` selects; contours re-based."""
+        idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
+        starts, ends = self.contour_offsets[idx], self.contour_offsets[idx + 1]
+        lengths = ends - starts
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        point_idx = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return Nuclei(
+            centroid=self.centroid[idx],
+            bbox=self.bbox[idx],
+            area=self.area[idx],
+            contour_offsets=offsets,
+            contour_xy=self.contour_xy[point_idx].reshape(-1, 2),
+            seg_type=self.seg_type[idx],
+            seg_prob=self.seg_prob[idx],
+        )
+
+
+def nuclei_from_labels(
+    labels: np.ndarray,
+    types: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
+) -> Nuclei:
+    """Measure every instance of a label map.
+
+    Args:
+        labels: (H, W) int instance map, 0 = background, instances 1..max (gaps allowed).
+        types: optional per-instance type, (max_label + 1,) indexed by label, or (H, W) type map
+            (the majority type inside each instance is used).
+        probs: optional per-instance probability, (max_label + 1,) indexed by label.
+
+    Returns:
+        ``Nuclei`` in the label map's pixel frame, ordered by label. Centroids are pixel centres
+        (pixel (i, j) has centre x = j, y = i); contours trace the outer pixel centres (OpenCV).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got {labels.shape}")
+    labels = labels.astype(np.int32, copy=False)
+    slices = ndi.find_objects(labels)
+    ids = np.array([i + 1 for i, s in enumerate(slices) if s is not None], dtype=np.int64)
+    if ids.size == 0:
+        return Nuclei.empty()
+    index = ids
+    area = ndi.sum_labels(np.ones_like(labels, dtype=np.float64), labels, index)
+    cy, cx = np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, index)).reshape(-1, 2).T
+    bbox = np.array(
+        [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in (slices[i - 1] for i in ids)],
+        dtype=np.float32,
+    )
+    contours: list[np.ndarray] = []
+    for i in ids:
+        sy, sx = slices[i - 1]
+        mask = (labels[sy, sx] == i).astype(np.uint8)
+        found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not found:
+            contours.append(np.zeros((0, 2), np.float32))
+            continue
+        biggest = max(found, key=len).reshape(-1, 2).astype(np.float32)
+        biggest += np.array([sx.start, sy.start], np.float32)
+        contours.append(biggest)
+    lengths = np.array([len(c) for c in contours], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    if types is None:
+        seg_type = np.zeros(ids.size, np.int16)
+    else:
+        types = np.asarray(types)
+        if types.shape == labels.shape:
+            seg_type = _majority_type(labels, types.astype(np.int64), ids)
+        else:
+            seg_type = types[ids]
+        seg_type = seg_type.astype(np.int16)
+    seg_prob = (
+        np.ones(ids.size, np.float32)
+        if probs is None
+        else np.asarray(probs)[ids].astype(np.float32)
+    )
+    return Nuclei(
+        centroid=np.stack([cx, cy], axis=1).astype(np.float32),
+        bbox=bbox,
+        area=area.astype(np.float32),
+        contour_offsets=offsets,
+        contour_xy=np.concatenate(contours).reshape(-1, 2).astype(np.float32),
+        seg_type=seg_type,
+        seg_prob=seg_prob,
+    )
+
+
+def _majority_type(labels: np.ndarray, type_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Most frequent type inside each instance, from one 2-D histogram (no per-pixel loop)."""
+    fg = labels > 0
+    n_types = int(type_map.max()) + 1
+    n_labels = int(labels.max()) + 1
+    flat = labels[fg].astype(np.int64) * n_types + type_map[fg]
+    counts = np.bincount(flat, minlength=n_labels * n_types).reshape(n_labels, n_types)
+    return counts[ids].argmax(axis=1)
+
+
+class Segmenter(ABC):
+    """Finds nuclei in RGB tiles at resolution ``mpp`` (µm/px)."""
+
+    name: str = ""  # "watershed" | "hovernet" | "embedded"
+    mpp: float = 0.25
+
+    @abstractmethod
+    def segment(self, tiles: list[np.ndarray]) -> list[Nuclei]:
+        """One ``Nuclei`` per tile.
+
+        Args:
+            tiles: RGB tiles, each (H, W, 3) uint8, at ``self.mpp``.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description recorded in the store attrs (name, model, weights...)."""
+        return {"name": self.name, "mpp": float(self.mpp)}

@@ -1,0 +1,155 @@
+"""The ``embedded`` segmenter: the small nucleus U-Net whose weights ship inside the package.
+
+Works offline and on a CPU: no download, no TIAToolbox. Trained on CoNSeP at 0.25 µm/px (see
+``wsi_ccrl/weights/README.md``), so tiles are read at that resolution. The network is fully
+convolutional: tiles of any size are reflect-padded to a multiple of its stride, run in batches of
+equal shape (bounded in pixels, to bound memory), cropped back, and post-processed one by one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsi_ccrl.config import SegmentConfig
+from wsi_ccrl.errors import ConfigError
+from wsi_ccrl.log import get_logger
+from wsi_ccrl.nuclei.net import NucleusUNet, build_net
+from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
+from wsi_ccrl.segment import register
+from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
+
+__all__ = ["DEFAULT_WEIGHTS", "EmbeddedSegmenter", "load_nucleus_net"]
+
+log = get_logger(__name__)
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "nucleus_unet.pt"
+
+
+def load_nucleus_net(path: str | Path = DEFAULT_WEIGHTS) -> tuple[NucleusUNet, dict[str, Any]]:
+    """(network in eval mode, its config dict) from a ``{"state_dict", "config"}`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"embedded segmenter weights not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file or a pickle with code: not ours
+        raise ConfigError(f"cannot load embedded segmenter weights {path}: {exc}") from exc
+    if not isinstance(blob, dict) or "state_dict" not in blob or "config" not in blob:
+        raise ConfigError(f"{path} is not an embedded nucleus model (no state_dict/config)")
+    net = build_net(blob["config"])
+    try:
+        net.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: weights do not fit the network they describe: {exc}") from exc
+    return net.eval(), dict(blob["config"])
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but CUDA is not available")
+    return torch.device(name)
+
+
+class EmbeddedSegmenter(Segmenter):
+    """Nucleus U-Net (foreground + HV maps) followed by HoVer-Net's marker watershed.
+
+    Args:
+        weights: weights file; default: the one shipped in ``wsi_ccrl/weights``.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        postprocess: watershed thresholds; default: those stored with the weights.
+        max_pixels: pixels per forward pass (batch x H x W), which bounds memory (~300 B/px).
+    """
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        postprocess: PostprocessConfig | None = None,
+        max_pixels: int = 1 << 22,
+    ) -> None:
+        self.weights = Path(weights) if weights else DEFAULT_WEIGHTS
+        net, self.config = load_nucleus_net(self.weights)
+        self.device = _device(device)
+        self.net = net.to(self.device)
+        self.mpp = float(self.config.get("mpp", 0.25))
+        self.post = postprocess or PostprocessConfig(**self.config.get("postprocess", {}))
+        self.max_pixels = int(max_pixels)
+
+    @torch.inference_mode()
+    def predict(self, tiles: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Network maps per tile: (foreground prob (H, W), hv (2, H, W)), float32."""
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(tiles)
+        shapes: dict[tuple[int, int], list[int]] = {}
+        for i, tile in enumerate(tiles):
+            if tile.ndim != 3 or tile.shape[2] != 3 or tile.dtype != np.uint8:
+                raise ValueError(f"tile {i}: expected (H, W, 3) uint8 RGB, got {tile.shape}")
+            shapes.setdefault(tile.shape[:2], []).append(i)
+        s = self.net.stride
+        amp = self.device.type == "cuda"
+        for (h, w), idx in shapes.items():
+            ph, pw = -h % s, -w % s
+            per_pass = max(1, self.max_pixels // ((h + ph) * (w + pw)))
+            for start in range(0, len(idx), per_pass):
+                chunk = idx[start : start + per_pass]
+                x = torch.from_numpy(np.stack([tiles[i] for i in chunk])).to(self.device)
+                x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
+                if ph or pw:
+                    mode = "reflect" if ph < h and pw < w else "replicate"
+                    x = F.pad(x, (0, pw, 0, ph), mode=mode)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    y = self.net(x)
+                y = y[:, :, :h, :w].float()
+                prob = torch.sigmoid(y[:, 0]).cpu().numpy()
+                hv = y[:, 1:].cpu().numpy()
+                for j, i in enumerate(chunk):
+                    out[i] = (prob[j], hv[j])
+        return out  # type: ignore[return-value]
+
+    def label(self, tile_maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(instance labels (H, W) int32, per-label probability) of one tile's maps."""
+        prob, hv = tile_maps
+        labels = maps_to_instances(prob, hv, self.post)
+        return labels, instance_probs(labels, prob)
+
+    def segment(self, tiles: list[np.ndarray]) -> list[Nuclei]:
+        result = []
+        for maps in self.predict(tiles):
+            labels, probs = self.label(maps)
+            result.append(nuclei_from_labels(labels, probs=probs))
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        digest = hashlib.sha256(self.weights.read_bytes()).hexdigest()[:16]
+        return {
+            "name": self.name,
+            "mpp": self.mpp,
+            "model": "nucleus_unet",
+            "weights": str(self.weights),
+            "weights_sha256": digest,
+            "channels": list(self.config.get("channels", [])),
+            "postprocess": {k: getattr(self.post, k) for k in self.post.__dataclass_fields__},
+        }
+
+
+@register("embedded")
+def _build(cfg: SegmentConfig) -> EmbeddedSegmenter:
+    # with segmenter "auto", --weights means HoVer-Net's; only an explicit choice uses them here
+    weights = cfg.weights if cfg.segmenter == "embedded" else None
+    seg = EmbeddedSegmenter(weights=weights, device=cfg.device)
+    if abs(cfg.target_mpp - seg.mpp) > 1e-6:
+        log.warning(
+            "embedded segmenter works at %.3f µm/px (its training resolution), not target_mpp %.3f",
+            seg.mpp,
+            cfg.target_mpp,
+        )
+    return seg

@@ -1,0 +1,295 @@
+"""HoVer-Net (Graham et al. 2019) through TIAToolbox's 2.x engine, on tiles already in memory.
+
+Each tile is padded (reflected) by the model's context margin (input minus output size, halved: 46
+px for the "fast" models, 95 px for "original") before, and up to a size HoVer-Net accepts after,
+and run in TIAToolbox's patch mode with the patch shape set to the padded tile: HoVer-Net's output
+then starts at the tile's first pixel, so its instance dict is in the tile's pixel frame (at the
+model's 0.25 µm/px) and nuclei centred past the tile's end are dropped. The pipeline then applies the same core ownership and
+level-0 mapping as for every other segmenter. The dict output is used (never the SQLite store,
+which needs ``enable_load_extension``); TIAToolbox's own progress bars are silenced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_ccrl.config import SegmentConfig
+from wsi_ccrl.errors import ConfigError, WsiCcrlError
+from wsi_ccrl.log import get_logger
+from wsi_ccrl.segment import register
+from wsi_ccrl.segment.base import Nuclei, Segmenter
+
+log = get_logger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when a GPU is visible, else CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WsiCcrlError(f"--device {device}: no CUDA GPU is visible (use --device cpu)")
+    return device
+
+
+def _hovernet_models() -> dict[str, dict]:
+    from tiatoolbox import rcParam
+
+    info = rcParam["pretrained_model_info"]
+    return {
+        name: v
+        for name, v in info.items()
+        if v.get("architecture", {}).get("class") == "hovernet.HoVerNet"
+    }
+
+
+def _fetch_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions a failed weight download can raise (network, hub, file system)."""
+    errors: list[type[BaseException]] = [OSError, RuntimeError]
+    with contextlib.suppress(ImportError):
+        import requests
+
+        errors.append(requests.RequestException)
+    with contextlib.suppress(ImportError):
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        errors += [HfHubHTTPError, LocalEntryNotFoundError]
+    return tuple(errors)
+
+
+class HoVerNetSegmenter(Segmenter):
+    """HoVer-Net instance segmentation and typing via ``tiatoolbox.models.MultiTaskSegmentor``.
+
+    Args:
+        model: TIAToolbox pretrained name (``hovernet_fast-pannuke``, ``hovernet_original-consep``,
+            ``hovernet_fast-monusac``, ...): the architecture and its IO config.
+        weights: local state-dict file; when None, TIAToolbox's cached/downloaded weights are used.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        batch_size: tiles per engine call.
+        offline: never try a download (sets ``HF_HUB_OFFLINE=1``).
+    """
+
+    name = "hovernet"
+
+    def __init__(
+        self,
+        model: str = "hovernet_fast-pannuke",
+        weights: str | Path | None = None,
+        device: str = "auto",
+        batch_size: int = 8,
+        offline: bool = False,
+    ):
+        if offline:
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            with contextlib.suppress(ImportError, AttributeError):
+                import huggingface_hub.constants as hf_constants
+
+                hf_constants.HF_HUB_OFFLINE = True
+        models = _hovernet_models()
+        if model not in models:
+            raise ConfigError(
+                f"--model {model!r} is not a TIAToolbox HoVer-Net model "
+                f"(choose from {', '.join(sorted(models))})"
+            )
+        if weights is not None and not Path(weights).is_file():
+            raise WsiCcrlError(f"--weights {weights}: file not found")
+        self.model_name = model
+        self.weights = str(weights) if weights is not None else None
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.engine = self._load_engine()
+        ioc = self.engine.ioconfig
+        res = ioc.input_resolutions[0]
+        if res.get("units") != "mpp":
+            raise ConfigError(f"{model}: input resolution is not in mpp ({res})")
+        self.mpp = float(res["resolution"])
+        self.margin = (int(ioc.patch_input_shape[0]) - int(ioc.patch_output_shape[0])) // 2
+        info = models[model]["architecture"]["kwargs"]
+        self.type_names = {int(k): str(v) for k, v in (info.get("nuc_type_dict") or {}).items()}
+
+    def _load_engine(self):
+        from tiatoolbox.models.engine.multi_task_segmentor import MultiTaskSegmentor
+
+        source = self.weights or f"TIAToolbox's pretrained {self.model_name} weights"
+        try:
+            with _quiet():
+                return MultiTaskSegmentor(
+                    model=self.model_name,
+                    weights=self.weights,
+                    batch_size=self.batch_size,
+                    device=self.device,
+                    verbose=False,
+                )
+        except _fetch_errors() as exc:
+            if self.weights is not None:
+                raise WsiCcrlError(
+                    f"cannot load HoVer-Net weights {self.weights} into {self.model_name}: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                ) from None
+            raise WsiCcrlError(
+                f"cannot get {source} (offline or download failed: {type(exc).__name__}); "
+                "pass a local state dict with --weights PATH, or use --segmenter watershed "
+                "(or --segmenter embedded)"
+            ) from None
+
+    def segment(self, tiles: list[np.ndarray]) -> list[Nuclei]:
+        if not tiles:
+            return []
+        out: list[Nuclei | None] = [None] * len(tiles)
+        # the engine needs one patch shape per call: group tiles by shape
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for i, t in enumerate(tiles):
+            shapes.setdefault(t.shape, []).append(i)
+        for shape, idx in shapes.items():
+            pads = [self.padding(n) for n in shape[:2]]
+            batch = np.stack([np.pad(tiles[i], (*pads, (0, 0)), mode="reflect") for i in idx])
+            result = self.run_engine(batch)
+            for k, i in enumerate(idx):
+                out[i] = nuclei_from_tiatoolbox(result, k, tile_shape=shape[:2])
+        return out  # type: ignore[return-value]
+
+    def padding(self, size: int) -> tuple[int, int]:
+        """(before, after) padding of a tile side: the model's margin before, and after enough
+        for the margin and for HoVer-Net's valid sizes (patch input + a multiple of 8)."""
+        base = int(self.engine.ioconfig.patch_input_shape[0])
+        need = size + 2 * self.margin
+        total = base + max(0, int(np.ceil((need - base) / 8)) * 8)
+        return self.margin, total - size - self.margin
+
+    def run_engine(self, batch: np.ndarray) -> dict[str, Any]:
+        """TIAToolbox's dict output for (N, H+2m, W+2m, 3) uint8 padded tiles."""
+        h, w = batch.shape[1:3]
+        with _quiet():
+            return self.engine.run(
+                batch,
+                patch_mode=True,
+                patch_input_shape=(h, w),
+                output_type="dict",
+                device=self.device,
+                batch_size=self.batch_size,
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mpp": self.mpp,
+            "model": self.model_name,
+            "weights": self.weights or f"tiatoolbox:{self.model_name}",
+            "types": {str(k): v for k, v in self.type_names.items()},
+            "engine": "tiatoolbox.MultiTaskSegmentor (patch mode, dict output)",
+        }
+
+
+@contextlib.contextmanager
+def _quiet():
+    """TIAToolbox prints tqdm bars and warnings even with verbose=False: swallow them."""
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stderr(io.StringIO()),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def nuclei_from_tiatoolbox(
+    output: dict[str, Any],
+    index: int,
+    tile_shape: tuple[int, int] | None = None,
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> Nuclei:
+    """``Nuclei`` of image ``index`` from TIAToolbox's HoVer-Net dict output.
+
+    The dict holds, per image, ``box`` (n, 4) x0, y0, x1, y1; ``centroid`` (n, 2) x, y;
+    ``contours`` (n, L, 2) x, y padded with the dtype's minimum (or equal-length rows); ``prob``
+    (n,); ``type`` (n,). All are in the model's output frame; ``offset`` (x, y) is subtracted to
+    move them into the tile frame (0 when the input was padded by exactly the model's margin).
+
+    Area is the pixel count of the polygon (Pick's theorem on the lattice contour), vectorised.
+    """
+    box = np.asarray(_item(output["box"], index), dtype=np.float64)
+    if box.size == 0:
+        return Nuclei.empty()
+    n = box.shape[0]
+    off = np.asarray(offset, np.float64)
+    centroid = np.asarray(_item(output["centroid"], index), np.float64).reshape(n, 2) - off
+    box = box.reshape(n, 4) - np.tile(off, 2)
+    contours = np.asarray(_item(output["contours"], index))
+    if contours.dtype == object:  # ragged list of (k, 2)
+        lengths = np.array([len(c) for c in contours], np.int64)
+        flat = np.concatenate([np.asarray(c, np.float64).reshape(-1, 2) for c in contours])
+    else:
+        contours = contours.reshape(n, -1, 2)
+        pad = np.iinfo(contours.dtype).min if contours.dtype.kind == "i" else np.nan
+        valid = ~np.any(contours == pad, axis=2) if contours.dtype.kind == "i" else None
+        if valid is None:
+            valid = ~np.isnan(contours).any(axis=2)
+        lengths = valid.sum(axis=1).astype(np.int64)
+        flat = contours[valid].astype(np.float64)
+    flat = flat - off
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    area = _lattice_polygon_pixels(flat, offsets)
+    prob = np.asarray(_item(output["prob"], index), np.float32).reshape(n)
+    types = np.asarray(_item(output["type"], index)).reshape(n).astype(np.int16)
+    keep = lengths >= 3
+    if tile_shape is not None:  # centroids the padding produced (reflected nuclei) are dropped
+        h, w = tile_shape
+        keep &= (centroid[:, 0] >= -0.5) & (centroid[:, 0] < w - 0.5)
+        keep &= (centroid[:, 1] >= -0.5) & (centroid[:, 1] < h - 0.5)
+    nuclei = Nuclei(
+        centroid=centroid.astype(np.float32),
+        bbox=box.astype(np.float32),
+        area=area.astype(np.float32),
+        contour_offsets=offsets,
+        contour_xy=flat.astype(np.float32).reshape(-1, 2),
+        seg_type=types,
+        seg_prob=prob,
+    )
+    return nuclei if keep.all() else nuclei.select(keep)
+
+
+def _item(values: Any, index: int) -> Any:
+    """Element ``index`` of a per-image list or stacked (dask) array, as NumPy."""
+    item = values[index]
+    compute = getattr(item, "compute", None)
+    return compute() if compute is not None else item
+
+
+def _lattice_polygon_pixels(xy: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Pixels covered by each closed lattice polygon (CSR), by Pick's theorem:
+    pixels = interior + boundary = shoelace area + boundary points / 2 + 1."""
+    n = offsets.size - 1
+    if n == 0:
+        return np.zeros(0)
+    lengths = np.diff(offsets)
+    idx = np.arange(xy.shape[0])
+    cell = np.repeat(np.arange(n), lengths)
+    nxt = idx + 1
+    nxt[offsets[1:] - 1] = offsets[:-1]  # close each polygon
+    x, y = xy[:, 0], xy[:, 1]
+    cross = x * y[nxt] - x[nxt] * y
+    dx = np.abs(np.rint(x[nxt] - x)).astype(np.int64)
+    dy = np.abs(np.rint(y[nxt] - y)).astype(np.int64)
+    boundary = np.gcd(dx, dy)
+    shoelace = np.abs(np.bincount(cell, weights=cross, minlength=n)) / 2
+    points = np.bincount(cell, weights=boundary, minlength=n)
+    return shoelace + points / 2 + 1
+
+
+@register("hovernet")
+def _build(cfg: SegmentConfig) -> HoVerNetSegmenter:
+    return HoVerNetSegmenter(
+        model=cfg.model,
+        weights=cfg.weights,
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+        offline=cfg.offline,
+    )

@@ -1,0 +1,385 @@
+"""Slides in, cell stores out: tile the tissue, segment, keep each nucleus once, crop, append.
+
+Per slide: open it (resolution checked first), mask the tissue on a thumbnail, plan tiles at the
+segmenter's resolution, then stream them: read a batch (the next batch is read while this one is
+segmented), segment it, keep the nuclei whose centroid lies in a tile's core, map them to level-0
+pixels, cut their crops from the tile in memory and append one ``CellBatch`` per tile. Nothing grows
+with the slide: the writer flushes a chunk at a time and records the tiles that are durable, so a
+re-run resumes after the last flushed tile and ends with the same store as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from wsi_ccrl.config import SegmentConfig, to_dict
+from wsi_ccrl.crops import crop_windows, extract_crops
+from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.log import get_logger, progress_enabled
+from wsi_ccrl.segment.base import Nuclei, Segmenter
+from wsi_ccrl.slide import Slide, Tile, TilePlan, plan_tiles, tissue_mask
+from wsi_ccrl.store import CellBatch, CellStore, CellStoreWriter, final_path, partial_path
+
+log = get_logger(__name__)
+
+SLIDE_LIST_SUFFIXES = (".txt", ".lst", ".list", ".csv")
+
+
+# --------------------------------------------------------------------------- one slide
+def store_path_for(slide_path: str | Path, out: str | Path) -> Path:
+    """``out`` itself when it names a ``.zarr``, else ``out/<slide stem>.zarr``."""
+    out = Path(out)
+    if out.name.endswith(".zarr"):
+        return out
+    return out / f"{Path(slide_path).stem}.zarr"
+
+
+def segment_slide(
+    path: str | Path,
+    out: str | Path,
+    config: SegmentConfig | None = None,
+    segmenter: Segmenter | None = None,
+) -> CellStore:
+    """Segment every nucleus of one slide into a cell store (resuming a partial one).
+
+    Args:
+        path: the slide file.
+        out: an output folder (the store is ``out/<stem>.zarr``) or a ``.zarr`` path.
+        config: segmentation settings; defaults to ``SegmentConfig()``.
+        segmenter: an already built segmenter (reused across slides); built from ``config`` if None.
+
+    Returns:
+        The finished store, opened read-only.
+    """
+    from wsi_ccrl.segment import build_segmenter
+
+    cfg = config or SegmentConfig()
+    store_path = store_path_for(path, out)
+    ensure_writable(store_path.parent)
+    slide = Slide.open(path, mpp=cfg.mpp)
+    try:
+        if store_path.exists() and not cfg.overwrite:
+            log.info(
+                "%s: already segmented (%s); skipping (--overwrite redoes it)", path, store_path
+            )
+            return CellStore.open(store_path)
+        seg = segmenter or build_segmenter(cfg)
+        return _segment_open_slide(slide, store_path, cfg, seg)
+    finally:
+        slide.close()
+
+
+def _segment_open_slide(
+    slide: Slide, store_path: Path, cfg: SegmentConfig, seg: Segmenter
+) -> CellStore:
+    t0 = time.perf_counter()
+    plan = make_plan(slide, cfg, seg.mpp)
+    attrs = {
+        "slide": slide.info.attrs(),
+        "segmenter": seg.describe(),
+        "crop": {
+            "crop_size": cfg.crop_size,
+            "window_scale": cfg.window_scale,
+            "min_window": cfg.min_window,
+            "window_units": f"pixels at {seg.mpp} mpp",
+        },
+        "tiles": plan.attrs(),
+        "roi": list(plan.roi) if cfg.roi is not None else None,
+        "config": to_dict(cfg),
+    }
+    name = Path(slide.info.path).name
+    writer = CellStoreWriter(
+        store_path, cfg.crop_size, attrs, chunk_cells=cfg.chunk_cells, overwrite=cfg.overwrite
+    )
+    start = writer.tiles_done
+    if start:
+        log.info(
+            "%s: resuming after %d of %d tiles (%d cells)", name, start, len(plan), writer.n_cells
+        )
+    if len(plan) == 0:
+        log.warning(
+            "%s: no tissue found%s; the store has 0 cells", name, " in the ROI" if cfg.roi else ""
+        )
+    n_before = writer.n_cells
+    bar = tqdm(
+        total=len(plan),
+        initial=start,
+        desc=name,
+        unit="tile",
+        disable=not progress_enabled(),
+        leave=False,
+    )
+    with bar:
+        for tile, image, mapping, nuclei in _read_ahead(slide, plan, start, cfg.batch_size, seg):
+            writer.add(tile_cells(tile, image, mapping, nuclei, plan, cfg), tiles=1)
+            bar.update(1)
+    store = writer.finalize()
+    seconds = time.perf_counter() - t0
+    new = store.n_cells - n_before
+    log.info(
+        "%s: %d cells, %d tissue tiles, %.1f s, %.0f cells/s -> %s",
+        name,
+        store.n_cells,
+        len(plan),
+        seconds,
+        new / max(seconds, 1e-9),
+        store.path,
+    )
+    return store
+
+
+def make_plan(slide: Slide, cfg: SegmentConfig, target_mpp: float) -> TilePlan:
+    """Tissue mask on a thumbnail, then the tile plan over the tissue (of the ROI)."""
+    thumb, downsample = slide.thumbnail(max(cfg.tissue_mpp, slide.mpp))
+    mask = tissue_mask(thumb)
+    crop_margin = max(
+        0,
+        math.ceil(max(cfg.window_scale * cfg.tile_overlap, cfg.min_window) / 2) - cfg.tile_overlap,
+    )
+    return plan_tiles(
+        slide.dimensions,
+        slide.mpp,
+        target_mpp,
+        cfg.tile_size,
+        cfg.tile_overlap,
+        crop_margin=crop_margin,
+        roi=cfg.roi,
+        mask=mask,
+        mask_downsample=downsample,
+        min_tissue_fraction=cfg.min_tissue_fraction,
+    )
+
+
+def _read_tile(slide: Slide, plan: TilePlan, tile: Tile) -> tuple[np.ndarray, tuple]:
+    x0, y0, x1, y1 = tile.read
+    s = plan.scale
+    return slide.read_scaled(x0 * s, y0 * s, x1 * s, y1 * s, x1 - x0, y1 - y0)
+
+
+def _read_ahead(
+    slide: Slide, plan: TilePlan, start: int, batch_size: int, seg: Segmenter
+) -> Iterator[tuple[Tile, np.ndarray, tuple, Nuclei]]:
+    """Yield (tile, image, mapping, nuclei) in plan order from tile ``start`` on; the next batch
+    is read while the current one is segmented."""
+    tiles = plan.tiles[start:]
+    batches = [tiles[i : i + batch_size] for i in range(0, len(tiles), batch_size)]
+    m = plan.crop_margin
+
+    def read(batch):
+        return [_read_tile(slide, plan, t) for t in batch]
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(read, batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            images = future.result()
+            future = pool.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
+            views = [img[m : img.shape[0] - m, m : img.shape[1] - m] for img, _ in images]
+            nuclei = seg.segment(views)
+            for tile, (img, mapping), nuc in zip(batch, images, nuclei, strict=True):
+                yield tile, img, mapping, nuc
+
+
+def tile_cells(
+    tile: Tile,
+    image: np.ndarray,
+    mapping: tuple[float, float, float, float],
+    nuclei: Nuclei,
+    plan: TilePlan,
+    cfg: SegmentConfig,
+) -> CellBatch:
+    """The cells one tile owns, in level-0 pixels, with their crops.
+
+    Args:
+        tile: the tile of the plan.
+        image: the tile as read, (H, W, 3) uint8 over ``tile.read``.
+        mapping: (ox, oy, sx, sy) from read pixels to level 0 (``Slide.read_scaled``).
+        nuclei: the segmenter's nuclei, in the frame of ``tile.seg`` (the image without margin).
+        plan: the tile plan (overlap, crop margin).
+        cfg: crop rule.
+    """
+    m = plan.crop_margin
+    if len(nuclei) == 0:
+        return CellBatch.empty(cfg.crop_size)
+    # centroids in the read frame (pixel centres), then in global target px (edge coordinates)
+    cx = nuclei.centroid[:, 0].astype(np.float64) + m
+    cy = nuclei.centroid[:, 1].astype(np.float64) + m
+    gx, gy = tile.read[0] + cx + 0.5, tile.read[1] + cy + 0.5
+    x0, y0, x1, y1 = tile.core
+    owned = (gx >= x0) & (gx < x1) & (gy >= y0) & (gy < y1)
+    if not owned.any():
+        return CellBatch.empty(cfg.crop_size)
+    nuc = nuclei.select(owned)
+    centroid = nuc.centroid.astype(np.float64) + m
+    bbox = nuc.bbox.astype(np.float64) + m
+    windows = crop_windows(centroid + 0.5, bbox, cfg.window_scale, cfg.min_window)
+    crops = extract_crops(image, windows, cfg.crop_size)
+    ox, oy, sx, sy = mapping
+    scale = np.array([sx, sy])
+    origin = np.array([ox, oy])
+    centroid0 = origin + (centroid + 0.5) * scale - 0.5
+    xy0 = origin + (nuc.contour_xy.astype(np.float64) + m + 0.5) * scale - 0.5
+    bbox0 = np.concatenate(
+        [np.floor(origin + bbox[:, :2] * scale), np.ceil(origin + bbox[:, 2:] * scale)], axis=1
+    )
+    return CellBatch(
+        crops=crops,
+        centroid=centroid0.astype(np.float32),
+        bbox=bbox0.astype(np.int32),
+        area=(nuc.area.astype(np.float64) * sx * sy).astype(np.float32),
+        seg_type=nuc.seg_type.astype(np.int16),
+        seg_prob=nuc.seg_prob.astype(np.float32),
+        contour_offsets=nuc.contour_offsets.astype(np.int64),
+        contour_xy=xy0.astype(np.float32).reshape(-1, 2),
+    )
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` and prove it is writable, before any long work starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".wsi-ccrl-write-test-{time.monotonic_ns()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise WsiCcrlError(
+            f"cannot write to output folder {folder}: {exc.strerror or exc}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- many slides
+@dataclass
+class SegmentReport:
+    """What a multi-slide run did: finished stores and (slide, one-line reason) failures."""
+
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def expand_slide_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Slide paths, with text files (one path per line; ``#`` comments) expanded in place.
+
+    Relative paths in a list file are taken relative to the list's folder.
+    """
+    out: list[Path] = []
+    for item in map(Path, inputs):
+        if item.suffix.lower() in SLIDE_LIST_SUFFIXES and item.is_file():
+            for line in item.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    p = Path(line).expanduser()
+                    out.append(p if p.is_absolute() else item.parent / p)
+        else:
+            out.append(item)
+    return out
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` (0 <= I < N) to (I, N)."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise WsiCcrlError(f"--shard must be I/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise WsiCcrlError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def select_shard(items: list, shard: tuple[int, int] | None) -> list:
+    """Every N-th item starting at I, so a job array of N tasks covers each item once."""
+    if shard is None:
+        return list(items)
+    i, n = shard
+    return list(items[i::n])
+
+
+def segment_slides(
+    paths: Iterable[str | Path],
+    out_dir: str | Path,
+    config: SegmentConfig | None = None,
+    shard: tuple[int, int] | str | None = None,
+) -> SegmentReport:
+    """Segment many slides one after another; a failing slide is recorded and the rest go on.
+
+    Args:
+        paths: slide files and/or text files listing slides.
+        out_dir: folder receiving one ``<stem>.zarr`` per slide.
+        config: segmentation settings.
+        shard: (I, N) or "I/N": process slides I, I+N, I+2N, ... of the list.
+    """
+    from wsi_ccrl.segment import build_segmenter
+
+    cfg = config or SegmentConfig()
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    slides = select_shard(expand_slide_inputs(paths), shard)
+    out_dir = Path(out_dir)
+    ensure_writable(out_dir)
+    report = SegmentReport()
+    if not slides:
+        log.warning("no slides to segment%s", f" in shard {shard[0]}/{shard[1]}" if shard else "")
+        return report
+    _check_unique_stems(slides)
+    seg = build_segmenter(cfg)  # once: a model loads once for the whole cohort
+    for k, path in enumerate(slides, 1):
+        log.info("[%d/%d] %s", k, len(slides), path)
+        target = store_path_for(path, out_dir)
+        try:
+            if target.exists() and not cfg.overwrite:
+                CellStore.open(target)  # a complete store: skip it
+                log.info("%s: already segmented (%s); skipping", path, target)
+                report.skipped.append(target)
+                continue
+            store = segment_slide(path, out_dir, cfg, segmenter=seg)
+            report.done.append(store.path)
+        except WsiCcrlError as exc:
+            log.error("%s: %s", path, exc)
+            report.failed.append((str(path), str(exc)))
+        except Exception as exc:  # one bad slide must not stop a cohort run
+            log.error("%s: unexpected %s: %s", path, type(exc).__name__, exc)
+            log.debug("%s", traceback.format_exc())
+            report.failed.append((str(path), f"{type(exc).__name__}: {exc}"))
+    if report.failed:
+        log.error("%d of %d slides failed:", len(report.failed), len(slides))
+        for path, reason in report.failed:
+            log.error("  %s: %s", path, reason)
+    return report
+
+
+def _check_unique_stems(slides: list[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for p in slides:
+        stem = p.stem
+        if stem in seen and seen[stem] != p:
+            raise WsiCcrlError(
+                f"two slides would write the same store {stem}.zarr: {seen[stem]} and {p}"
+            )
+        seen[stem] = p
+
+
+__all__ = [
+    "SegmentReport",
+    "expand_slide_inputs",
+    "final_path",
+    "parse_shard",
+    "partial_path",
+    "segment_slide",
+    "segment_slides",
+    "select_shard",
+    "store_path_for",
+]

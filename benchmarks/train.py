@@ -31,7 +31,7 @@ from wsi_ccrl.crops import crop_windows, extract_crops
 from wsi_ccrl.data import CellCrops, open_stores
 from wsi_ccrl.model import CCRL
 from wsi_ccrl.store import CellBatch, CellStoreWriter
-from wsi_ccrl.train import train_step
+from wsi_ccrl.train import build_optimizer, train_step
 
 CONSEP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "consep-patches" / "Train"
 
@@ -93,7 +93,7 @@ def train_rate(data: CellCrops, cfg: TrainConfig, steps: int, device: torch.devi
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     views = CellViews(cfg.augment, cfg.crop_size).to(device)
-    opt = torch.optim.Adam(model.query_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = build_optimizer(model, cfg)
     it = data.batches(0, cfg.batch_size, seed=0)
     train_step(model, views, opt, next(it), cfg.lr, 0, device, cuda, cuda)
     sync(device)
@@ -139,7 +139,8 @@ def main() -> None:
     print(
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
         f"({args.threads} torch threads), torch {torch.__version__}, device {device} {gpu}; "
-        f"batch {args.batch}; real CoNSeP cells streamed chunk-wise from zarr.\n"
+        f"batch {args.batch}; real CoNSeP cells streamed chunk-wise from zarr; "
+        f"load average at the end {os.getloadavg()[0]:.1f} (a machine shared with other jobs).\n"
     )
     print(
         "| crop px | stem | cells | (a) read + augment img/s | (b) full train step img/s "

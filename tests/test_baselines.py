@@ -37,7 +37,9 @@ def test_polygon_moments_match_opencv(cells):
             assert m[key][i] == pytest.approx(ref[key], rel=1e-6)
         assert np.allclose(hu[i], cv2.HuMoments(ref).ravel(), rtol=1e-5, atol=1e-12)
     # a clockwise polygon gives the same (positive) moments
-    flipped = baselines.polygon_moments(np.array([0, 4]), np.array([[0, 0], [0, 2], [3, 2], [3, 0]]))
+    flipped = baselines.polygon_moments(
+        np.array([0, 4]), np.array([[0, 0], [0, 2], [3, 2], [3, 0]])
+    )
     assert flipped["m00"][0] == pytest.approx(6.0)
 
 

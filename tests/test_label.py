@@ -9,7 +9,7 @@ from PIL import Image
 from wsi_ccrl.backbone import PreActResNet18
 from wsi_ccrl.cluster import KMeansModel, file_sha256
 from wsi_ccrl.config import LabelConfig, load_section
-from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.label import label_stores
 from wsi_ccrl.model_io import save_model
 from wsi_ccrl.store import CellStore, CellStoreWriter
@@ -169,3 +169,19 @@ def test_embeddings_are_reused_only_from_the_same_model(
     CellStore.open(store, mode="r+").update_attrs(embedding={"model_sha256": "0" * 64})
     third = label_stores(random_model_file, [store], tmp_path / "three", cfg)
     assert third.slides[0].embedded
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"k": 1}, "k must be in 2..32767"),
+        ({"encoder": "key"}, "encoder must be momentum or query"),
+        ({"export": "geojson,pdf"}, "unknown export format 'pdf'"),
+        ({"device": "tpu"}, "device must be auto, cpu or cuda"),
+        ({"kmeans_backend": "cuml"}, "kmeans_backend"),
+        ({"fit_sample": 0}, "fit_sample must be positive"),
+    ],
+)
+def test_label_config_is_validated(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_section("label", None, overrides)

@@ -73,7 +73,9 @@ def test_forward_enqueues_keys_and_updates_key_encoder():
             p.add_(0.1)
     model(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32))
     assert int(model.queue_ptr) == 4
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.momentum_parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, model.momentum_parameters(), strict=True)
+    )
 
 
 def test_shuffled_keys_come_back_in_order():
@@ -111,7 +113,7 @@ def test_loss_falls_on_real_cells(consep_store):
     torch.manual_seed(0)
     model = CCRL(stem="imagenet", queue_size=16, momentum=0.9, use_predictor=True)
     views = CellViews(AugmentConfig(), 32)
-    opt = torch.optim.Adam(model.query_parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.query_parameters(), lr=1e-3, fused=True)
     x = torch.from_numpy(crops[:16])
     losses = []
     for step in range(20):

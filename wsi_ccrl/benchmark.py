@@ -165,9 +165,7 @@ def prepare_stores(
         }
         if not store_matches(path, attrs, cfg.crop_size, cfg.window_scale):
             log.info("building the %s store of %d tiles", split, len(names))
-            write_store(
-                path, tiles, names, attrs, cfg.window_scale, cfg.crop_size, cfg.min_window
-            )
+            write_store(path, tiles, names, attrs, cfg.window_scale, cfg.crop_size, cfg.min_window)
         paths[split] = path
     return paths
 
@@ -261,17 +259,20 @@ def train_ccrl(train_store: Path, out_dir: Path, run: str, train_cfg, seed: int)
     run_dir = out_dir / "models" / f"{run}-seed{seed}"
     model = run_dir / "model.pt"
     cfg = dataclasses.replace(train_cfg, seed=seed)
-    if model.is_file() and (run_dir / "benchmark-train.json").is_file():
-        if json.loads((run_dir / "benchmark-train.json").read_text()) == to_dict(cfg):
-            log.info("reusing %s", model)
-            return model
+    stamp = run_dir / "benchmark-train.json"  # the config of the run in this folder, and if done
+    state = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    same = state.get("config") == to_dict(cfg)
+    if same and state.get("done") and model.is_file():
+        log.info("reusing %s", model)
+        return model
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(stamp, json.dumps({"config": to_dict(cfg), "done": False}))
     log.info("training CCRL (%s, seed %d) on %s", run, seed, train_store.name)
     t0 = time.time()
-    path = Path(train([train_store], run_dir, cfg, resume=True))
+    # resume an interrupted run of the same config; a checkpoint of another config is discarded
+    path = Path(train([train_store], run_dir, cfg, resume=same))
     log.info("trained %s in %.0f s", run, time.time() - t0)
-    tmp = run_dir / "benchmark-train.json.tmp"
-    tmp.write_text(json.dumps(to_dict(cfg)))
-    tmp.replace(run_dir / "benchmark-train.json")
+    _write_atomic(stamp, json.dumps({"config": to_dict(cfg), "done": True}))
     return path
 
 
@@ -281,7 +282,9 @@ def embed(model_path: Path, encoder: str, crops: np.ndarray, cfg: BenchmarkConfi
 
     backbone, meta = load_backbone(model_path, encoder=encoder, device=device)
     if int(meta["crop_size"]) != crops.shape[1]:
-        raise WsiCcrlError(f"{model_path}: trained on {meta['crop_size']} px crops, data has {crops.shape[1]}")
+        raise WsiCcrlError(
+            f"{model_path}: trained on {meta['crop_size']} px crops, data has {crops.shape[1]}"
+        )
     return embed_crops(backbone, crops, batch_size=cfg.embed_batch_size, device=device)
 
 
@@ -345,7 +348,9 @@ def run_benchmark(
                 continue
         t0 = time.time()
         baseline = make_baseline(model, 0, cfg.imagenet_size, device).fit(train_cells)
-        tr, te = scale_features(model, baseline.transform(train_cells), baseline.transform(test_cells))
+        tr, te = scale_features(
+            model, baseline.transform(train_cells), baseline.transform(test_cells)
+        )
         runs = cluster_scores(tr, te, test_y, k, seeds, cfg.kmeans_n_init)
         record(model, runs, time.time() - t0, dim=int(tr.shape[1]))
 
@@ -427,7 +432,8 @@ def format_table(results: dict[str, Any]) -> str:
     train = cfg["train"]
     paper = results["paper"]
     lines = [
-        f"# wsi-ccrl benchmark — {ds}" + (f" (profile: {results['profile']})" if results["profile"] else ""),
+        f"# wsi-ccrl benchmark — {ds}"
+        + (f" (profile: {results['profile']})" if results["profile"] else ""),
         "",
         f"Classes ({len(results['classes'])}): {', '.join(results['classes'])}; "
         f"test class counts {results['class_counts_test']}.",
@@ -463,9 +469,7 @@ def format_table(results: dict[str, Any]) -> str:
             f"| {results['timings_s'][model]:g} |"
         )
     for name, p in PAPER_OTHERS[ds].items():
-        lines.append(
-            f"| {name} (not run) | | | | | | | {' | '.join(f'{v:g}' for v in p)} | |"
-        )
+        lines.append(f"| {name} (not run) | | | | | | | {' | '.join(f'{v:g}' for v in p)} | |")
     for model, why in results["skipped"].items():
         lines.append(f"\nSkipped {LABELS[model]}: {why}")
     m = results["machine"]

@@ -36,7 +36,7 @@ class WatershedConfig:
     open_radius: int = 2  # binary opening of the nucleus mask, pixels (0 = none)
     dist_sigma: float = 1.5  # smoothing of the distance map before seeding, pixels
     min_peak_um: float = 0.5  # seeds need at least this distance to the background, µm
-    seed_weight: float = 0.0  # weight of the smoothed hematoxylin in the seed map (0 = distance only)
+    seed_weight: float = 0.0  # weight of smoothed hematoxylin in the seed map (0 = distance)
     seed_sigma_um: float = 1.5  # scale of that smoothing, µm
 
 
@@ -210,7 +210,7 @@ class LabelConfig:
                 self.kmeans_backend in ("auto", "sklearn", "faiss"),
                 "kmeans_backend: auto|sklearn|faiss",
             ),
-            (self.k >= 2, f"k must be at least 2, got {self.k}"),
+            (2 <= self.k <= 32767, f"k must be in 2..32767, got {self.k}"),
             (self.fit_sample >= 1, f"fit_sample must be positive, got {self.fit_sample}"),
             (self.batch_size >= 1, f"batch_size must be positive, got {self.batch_size}"),
             (self.gallery_per_cluster >= 1, "gallery_per_cluster must be positive"),

@@ -91,31 +91,17 @@ def label_stores(
 
     t0 = time.perf_counter()
     cfg.validate()
-    paths = find_stores(list(stores))
-    opened = [CellStore.open(p, mode="r+") for p in paths]
-    stems = [store_stem(s.path) for s in opened]
-    dup = next((s for s in stems if stems.count(s) > 1), None)
-    if dup is not None:
-        raise WsiCcrlError(
-            f"two stores are named {dup!r}; their exports would overwrite each other"
-        )
     device = resolve_device(cfg.device)
     backbone, meta = load_backbone(model_path, cfg.encoder)
     model_hash = file_sha256(model_path)
-    for store in opened:
-        if store.n_cells == 0:
-            raise WsiCcrlError(f"{store.path} has no cells (nothing was segmented)")
-        if store.crop_size != int(meta["crop_size"]):
-            raise WsiCcrlError(
-                f"{store.path} has {store.crop_size} px crops but the model was trained on "
-                f"{meta['crop_size']} px crops; segment with --crop-size {meta['crop_size']} "
-                "or use a matching model"
-            )
-    total = sum(s.n_cells for s in opened)
+    opened = _open_stores(stores, int(meta["crop_size"]))
+    stems = [store_stem(s.path) for s in opened]
     dim = int(getattr(backbone, "feature_dim", 512))
-    km = _kmeans_for(cfg, kmeans_path, total, dim, model_hash)
+    km = _kmeans_for(cfg, kmeans_path, sum(s.n_cells for s in opened), dim, model_hash)
     styles = cluster_styles(km.k, names)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WsiCcrlError(f"--out {out_dir} is a file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     embedded = {}
@@ -162,15 +148,7 @@ def label_stores(
             np.bincount(clusters, minlength=km.k).tolist(),
             embedded=embedded[store.path],
         )
-        if "geojson" in cfg.export:
-            path = out_dir / (f"{stem}.geojson.gz" if cfg.compress else f"{stem}.geojson")
-            result.repaired = write_geojson(store, styles, path, cfg.compress)["repaired"]
-            result.files.append(path)
-        if "csv" in cfg.export:
-            result.files.append(out_dir / f"{stem}.csv")
-            write_csv(store, styles, result.files[-1])
-        result.files.append(out_dir / f"{stem}.overview.png")
-        draw_overview(store, clusters, styles, result.files[-1], cfg.overview_max_side)
+        _export_slide(store, clusters, styles, out_dir, cfg, result)
         results.append(result)
         log.info("%s: %d cells labelled", stem, store.n_cells)
 
@@ -197,6 +175,47 @@ def label_stores(
         seconds=time.perf_counter() - t0,
         styles=styles,
     )
+
+
+def _open_stores(stores: list[str | Path], crop_size: int) -> list[CellStore]:
+    """Open every store for writing; refuse empty stores, foreign crop sizes, clashing names."""
+    opened = [CellStore.open(p, mode="r+") for p in find_stores(list(stores))]
+    stems = [store_stem(s.path) for s in opened]
+    dup = next((s for s in stems if stems.count(s) > 1), None)
+    if dup is not None:
+        raise WsiCcrlError(
+            f"two stores are named {dup!r}; their exports would overwrite each other"
+        )
+    for store in opened:
+        if store.n_cells == 0:
+            raise WsiCcrlError(f"{store.path} has no cells (nothing was segmented)")
+        if store.crop_size != crop_size:
+            raise WsiCcrlError(
+                f"{store.path} has {store.crop_size} px crops but the model was trained on "
+                f"{crop_size} px crops; segment with crop_size {crop_size} or use a matching model"
+            )
+    return opened
+
+
+def _export_slide(
+    store: CellStore,
+    clusters: np.ndarray,
+    styles: ClusterStyles,
+    out_dir: Path,
+    cfg: LabelConfig,
+    result: SlideResult,
+) -> None:
+    """The per-slide files: GeoJSON (optionally gzipped), CSV, overview PNG."""
+    stem = result.stem
+    if "geojson" in cfg.export:
+        path = out_dir / (f"{stem}.geojson.gz" if cfg.compress else f"{stem}.geojson")
+        result.repaired = write_geojson(store, styles, path, cfg.compress)["repaired"]
+        result.files.append(path)
+    if "csv" in cfg.export:
+        result.files.append(csv_path := out_dir / f"{stem}.csv")
+        write_csv(store, styles, csv_path)
+    result.files.append(overview := out_dir / f"{stem}.overview.png")
+    draw_overview(store, clusters, styles, overview, cfg.overview_max_side)
 
 
 def _has_embeddings(store: CellStore, source: dict) -> bool:

@@ -14,9 +14,13 @@ from wsi_ccrl.datasets.common import paper_windows, write_store
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.store import CellStore
 
-CONSEP_PATCHES = Path(__file__).resolve().parents[3] / "shared" / "data" / "consep-patches" / "Train"
+CONSEP_PATCHES = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "consep-patches" / "Train"
+)
 IMAGES = CONSEP_PATCHES / "Images"
-needs = pytest.mark.skipif(not CONSEP_PATCHES.exists(), reason="shared CoNSeP patches not available")
+needs = pytest.mark.skipif(
+    not CONSEP_PATCHES.exists(), reason="shared CoNSeP patches not available"
+)
 
 
 @needs

@@ -41,6 +41,13 @@ def test_touching_nuclei_are_split_by_the_hv_maps():
     assert ((labels > 0) == (inst > 0)).mean() > 0.99
 
 
+def test_a_small_nucleus_whose_interior_is_all_border_still_counts():
+    inst = _discs([(20, 20)], radius=3)  # ~29 px: the HV border band covers all of it
+    fg = (inst > 0).astype(np.float32)
+    labels = maps_to_instances(fg, hv_targets(inst), PostprocessConfig(marker_open=5))
+    assert labels.max() == 1 and (labels > 0).sum() == (inst > 0).sum()
+
+
 def test_empty_and_tiny_foreground_give_no_instances():
     hv = np.zeros((2, 32, 32), np.float32)
     assert maps_to_instances(np.zeros((32, 32), np.float32), hv).max() == 0

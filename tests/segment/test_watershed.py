@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 import scipy.io as sio
+from conftest import CONSEP_PATCHES, needs
 from PIL import Image
 
-from conftest import CONSEP_PATCHES, needs
 from wsi_ccrl.config import WatershedConfig
 from wsi_ccrl.segment.evaluate import DetectionScore, detection_score
 from wsi_ccrl.segment.watershed import WatershedSegmenter

@@ -209,8 +209,13 @@ def write_store(
         overwrite=True,
     )
     n_cells = 0
-    bar = tqdm(tiles, total=len(tile_names), desc=final_path(path).stem, unit="tile")
-    bar.disable = not progress_enabled()
+    bar = tqdm(
+        tiles,
+        total=len(tile_names),
+        desc=final_path(path).stem,
+        unit="tile",
+        disable=not progress_enabled(),
+    )
     for i, tile in enumerate(bar):
         batch = tile_to_batch(tile, i, scale, crop_size, min_window)
         writer.add(batch, tiles=1)
@@ -263,9 +268,10 @@ def polygon_area_centroid(offsets: np.ndarray, xy: np.ndarray) -> tuple[np.ndarr
     a2 = np.bincount(owner, cross, minlength=n)  # twice the signed area
     cx = np.bincount(owner, (x0 + x1) * cross, minlength=n)
     cy = np.bincount(owner, (y0 + y1) * cross, minlength=n)
-    mean = np.stack(
-        [np.bincount(owner, x0, minlength=n), np.bincount(owner, y0, minlength=n)], 1
-    ) / np.maximum(lengths, 1)[:, None]
+    mean = (
+        np.stack([np.bincount(owner, x0, minlength=n), np.bincount(owner, y0, minlength=n)], 1)
+        / np.maximum(lengths, 1)[:, None]
+    )
     safe = np.abs(a2) > 1e-9
     centroid = mean.copy()
     centroid[safe, 0] = cx[safe] / (3.0 * a2[safe])

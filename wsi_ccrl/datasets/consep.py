@@ -71,7 +71,9 @@ def list_images(split_dir: Path) -> list[Path]:
         raise WsiCcrlError(f"no Images/*.png in {split_dir}; {HOW_TO_GET}")
     missing = [p.name for p in images if not (split_dir / "Labels" / f"{p.stem}.mat").is_file()]
     if missing:
-        raise WsiCcrlError(f"{split_dir}: no Labels/<name>.mat for {len(missing)} images, e.g. {missing[0]}")
+        raise WsiCcrlError(
+            f"{split_dir}: no Labels/<name>.mat for {len(missing)} images, e.g. {missing[0]}"
+        )
     return images
 
 
@@ -135,7 +137,9 @@ def split_images(
     if not train_tiles or not test_tiles:
         raise ConfigError("split=tiles needs train_tiles and test_tiles (source tile numbers)")
     if set(train_tiles) & set(test_tiles):
-        raise ConfigError(f"train and test tiles overlap: {sorted(set(train_tiles) & set(test_tiles))}")
+        raise ConfigError(
+            f"train and test tiles overlap: {sorted(set(train_tiles) & set(test_tiles))}"
+        )
     source = train_dir if train_dir is not None else data_dir
     if not (source / "Images").is_dir():
         raise WsiCcrlError(f"{data_dir}: no Images/ folder (or Train/Images); {HOW_TO_GET}")
@@ -147,7 +151,9 @@ def split_images(
     }
     for name, files in out.items():
         if not files:
-            raise WsiCcrlError(f"{source}: no images of the {name} tiles (found tiles {sorted(set(ids))})")
+            raise WsiCcrlError(
+                f"{source}: no images of the {name} tiles (found tiles {sorted(set(ids))})"
+            )
     return out
 
 

@@ -115,7 +115,9 @@ def read_annotations(csv_path: Path) -> tuple[Nuclei, Counter]:
 def _sub(folder: Path, name: str) -> Path | None:
     if not folder.is_dir():
         return None
-    return next((c for c in sorted(folder.iterdir()) if c.is_dir() and c.name.lower() == name), None)
+    return next(
+        (c for c in sorted(folder.iterdir()) if c.is_dir() and c.name.lower() == name), None
+    )
 
 
 def list_tiles(split_dir: Path) -> list[tuple[Path, Path]]:
@@ -130,7 +132,9 @@ def list_tiles(split_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def split_tiles(data_dir: str | Path, split: str = "official") -> dict[str, list[tuple[Path, Path]]]:
+def split_tiles(
+    data_dir: str | Path, split: str = "official"
+) -> dict[str, list[tuple[Path, Path]]]:
     """The (image, csv) pairs of the train and test splits."""
     data_dir = Path(data_dir)
     if split != "official":

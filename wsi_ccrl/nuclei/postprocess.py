@@ -62,8 +62,9 @@ def maps_to_instances(
     cfg = cfg or PostprocessConfig()
     fg_prob = np.asarray(fg_prob, np.float32)
     blob = fg_prob >= cfg.fg_threshold
-    blob_lab, _ = ndi.label(blob)
-    blob = _drop_small(blob_lab, cfg.min_area) > 0
+    blob_lab, n_blobs = ndi.label(blob)
+    blob_lab = _drop_small(blob_lab, cfg.min_area)
+    blob = blob_lab > 0
     if not blob.any():
         return np.zeros(fg_prob.shape, np.int32)
 
@@ -85,6 +86,12 @@ def maps_to_instances(
     marker = cv2.morphologyEx(marker.astype(np.uint8), cv2.MORPH_OPEN, kernel)
     marker_lab, _ = ndi.label(marker)
     marker_lab = _drop_small(marker_lab, cfg.min_area)
+    # a small nucleus can lose its whole interior to the border band: its blob is its marker
+    seeded = np.zeros(n_blobs + 1, bool)
+    seeded[blob_lab[marker_lab > 0]] = True
+    seeded[0] = True
+    unseeded = ~seeded[blob_lab]
+    marker_lab[unseeded] = marker_lab.max() + blob_lab[unseeded]
 
     labels = watershed(energy, markers=marker_lab, mask=blob)
     labels = _drop_small(labels.astype(np.int32), cfg.min_area)

@@ -161,7 +161,7 @@ class HoVerNetSegmenter(Segmenter):
         for the margin and for HoVer-Net's valid sizes (patch input + a multiple of 8)."""
         base = int(self.engine.ioconfig.patch_input_shape[0])
         need = size + 2 * self.margin
-        total = base + max(0, int(np.ceil((need - base) / 8)) * 8)
+        total = base + int(np.ceil((need - base) / 8)) * 8
         return self.margin, total - size - self.margin
 
     def run_engine(self, batch: np.ndarray) -> dict[str, Any]:

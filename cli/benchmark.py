@@ -91,5 +91,5 @@ def benchmark(
     results = run_benchmark(data_dir, out, cfg, profile=profile_name)
     click.echo((out / "results.md").read_text())
     click.echo(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'config.yaml'}")
-    if results["skipped"]:
-        click.echo("skipped: " + "; ".join(results["skipped"]))
+    for message in results["skipped"].values():
+        click.echo(message)

@@ -73,6 +73,6 @@ def test_tiny_run_writes_the_table(tmp_path):
     from wsi_ccrl.baselines import imagenet_missing_message
 
     if imagenet_missing_message() is not None:  # no local weights: skipped, and said so
-        assert "skipped: ImageNet ResNet18 skipped: no weights at" in result.output
+        assert "ImageNet ResNet18 skipped: no weights at" in result.output
     else:
         assert "| ImageNet pre-trained ResNet18 |" in result.output

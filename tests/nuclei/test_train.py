@@ -114,6 +114,19 @@ def test_training_is_reproducible_from_the_seed(tmp_path):
 
 
 @needs_consep
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    patches = load_patches(CONSEP_PATCHES, tiles={3})
+    kw = dict(channels=(8, 16), batch_size=2, crop=32, holdout_tiles=(), threads=1)
+    out = str(tmp_path / "w.pt")
+    train(NucleusTrainConfig(out=out, max_steps=2, **kw), patches)
+    assert (tmp_path / "w.pt.ckpt").is_file() and (tmp_path / "w.pt").is_file()
+    _, again = train(NucleusTrainConfig(out=out, max_steps=2, **kw), patches)
+    assert again == []  # finished run: resumes at its last step, nothing left to do
+    with pytest.raises(WsiCcrlError, match="other settings"):
+        train(NucleusTrainConfig(out=out, max_steps=3, **kw), patches)
+
+
+@needs_consep
 def test_holding_back_every_tile_is_an_error(tmp_path):
     patches = load_patches(CONSEP_PATCHES, tiles={21})
     with pytest.raises(WsiCcrlError, match="no training patches"):

@@ -7,7 +7,7 @@ Targets and losses follow HoVer-Net (Graham et al. 2019): foreground BCE + Dice,
 map MSE + gradient MSE inside nuclei. Run::
 
     python -m wsi_ccrl.nuclei.train --data ../shared/data/consep-patches/Train \
-        --out wsi_ccrl/weights/nucleus_unet.pt --epochs 60 --seed 0
+        --out wsi_ccrl/weights/nucleus_unet.pt --epochs 100 --seed 0 --threads 1
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ class NucleusTrainConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     stem_stride: int = 2
     holdout_tiles: tuple[int, ...] = (21, 22, 23, 24, 25, 26, 27)
-    epochs: int = 60
+    epochs: int = 100  # the shipped weights' schedule (4,000 steps of batch 8)
     batch_size: int = 8
     crop: int = 128
     crops_per_patch: int = 1
@@ -305,18 +305,6 @@ def _train(cfg: NucleusTrainConfig, patches: PatchSet | None) -> tuple[NucleusUN
     t = np.arange(total) / max(1, total - 1)
     lrs = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + np.cos(math.pi * t))
 
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-    ckpt = Path(str(cfg.out) + ".ckpt")
-    step = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)  # our own checkpoint: holds RNG states
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        rng.bit_generator.state = state["rng"]
-        gen.set_state(state["gen"])
-        log.info("resumed from %s at step %d", ckpt, step)
-
     config = {
         "arch": "unet",
         "channels": list(cfg.channels),
@@ -325,6 +313,22 @@ def _train(cfg: NucleusTrainConfig, patches: PatchSet | None) -> tuple[NucleusUN
         "outputs": ["fg_logit", "h", "v"],
         "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(str(cfg.out) + ".ckpt")
+    step = 0
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)  # our own checkpoint: holds RNG states
+        if state.get("train") != config["train"]:
+            raise WsiCcrlError(
+                f"{ckpt} is from a run with other settings; delete it to start afresh"
+            )
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        rng.bit_generator.state = state["rng"]
+        gen.set_state(state["gen"])
+        log.info("resumed from %s at step %d", ckpt, step)
+
     losses: list[float] = []
     net.train()
     t0 = time.time()
@@ -367,6 +371,7 @@ def _train(cfg: NucleusTrainConfig, patches: PatchSet | None) -> tuple[NucleusUN
                     "step": step,
                     "rng": rng.bit_generator.state,
                     "gen": gen.get_state(),
+                    "train": config["train"],
                 },
                 tmp,
             )

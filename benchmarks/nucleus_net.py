@@ -5,6 +5,8 @@ summed over all held-back patches (source tiles the network never saw). Prints a
 
     python benchmarks/nucleus_net.py [--data DIR] [--weights FILE] [--tiles 21-27] [--speed-n 32]
     python benchmarks/nucleus_net.py --tune   # grid-search watershed thresholds on TRAINING tiles
+    python benchmarks/nucleus_net.py --train-f1   # F1 on training tiles (for choosing a run)
+    python benchmarks/nucleus_net.py --no-stain-normalize   # raw colours (the old behaviour)
 """
 
 from __future__ import annotations
@@ -103,9 +105,26 @@ def main() -> None:
     parser.add_argument("--speed-n", type=int, default=32, help="patches timed (0: skip)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tune", action="store_true", help="tune thresholds on tiles 1-20")
+    parser.add_argument(
+        "--train-f1", action="store_true", help="F1 on 4 patches per training tile, then stop"
+    )
+    parser.add_argument("--no-stain-normalize", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    seg = EmbeddedSegmenter(weights=args.weights, device="cpu")
+    seg = EmbeddedSegmenter(
+        weights=args.weights, device="cpu", stain_normalize=not args.no_stain_normalize
+    )
+
+    if args.train_f1:
+        train_tiles = set(range(1, 21)) - set(parse_tiles(args.tiles))
+        patches = load_patches(args.data, tiles=train_tiles)
+        every = np.array([int(n.rsplit("_", 1)[1]) % 4 == 0 for n in patches.names])
+        sc = embedded_f1(seg, patches.subset(every))
+        print(
+            f"training tiles (4 patches each): F1 {sc.f1:.4f} P {sc.precision:.3f} "
+            f"R {sc.recall:.3f} TP {sc.tp} FP {sc.fp} FN {sc.fn}"
+        )
+        return
 
     if args.tune:
         train_tiles = set(range(1, 21)) - set(parse_tiles(args.tiles))
@@ -125,7 +144,11 @@ def main() -> None:
     t_ws = time.perf_counter() - t0
 
     n_params = sum(p.numel() for p in seg.net.parameters())
-    print(f"## Nucleus detection on held-back CoNSeP tiles {args.tiles} ({len(held)} patches 256²)")
+    norm = "raw colours" if args.no_stain_normalize else "Reinhard stain normalisation"
+    print(
+        f"## Nucleus detection on held-back CoNSeP tiles {args.tiles} ({len(held)} patches 256², "
+        f"{norm})"
+    )
     print()
     print(
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "

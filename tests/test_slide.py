@@ -55,6 +55,23 @@ def test_pyramidal_tiff_round_trip(tmp_path):
         assert np.abs(img.astype(int) - ref).mean() < 8
 
 
+def test_ome_tiff_resolution_comes_through_tiatoolbox(tmp_path):
+    """OpenSlide opens an OME-TIFF as generic TIFF without its µm/px; TIAToolbox reads the OME-XML."""
+    import tifffile
+
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    path = tmp_path / "slide.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        meta = {"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}
+        tif.write(image, photometric="rgb", tile=(128, 128), subifds=1, metadata=meta)
+        tif.write(image[::2, ::2].copy(), photometric="rgb", tile=(128, 128), subfiletype=1)
+    with Slide.open(path) as s:
+        assert s.backend == "tiatoolbox" and s.mpp == 0.5 and s.dimensions == (400, 300)
+        np.testing.assert_array_equal(s.read_level(10, 20, 30, 40, 0), image[20:60, 10:40])
+        img, _ = s.read_scaled(-8, -8, 92, 92, 50, 50)
+        assert (img[0, 0] == 255).all() and img.shape == (50, 50, 3)
+
+
 def test_read_scaled_matches_a_resized_level0_read():
     with Slide.open(SAMPLE_SLIDE) as s:
         img, (ox, oy, sx, sy) = s.read_scaled(1000.0, 1200.0, 1100.0, 1300.0, 200, 200)

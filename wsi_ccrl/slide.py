@@ -68,7 +68,14 @@ class Slide:
             raise WsiCcrlError(f"slide not found: {path}")
         if not path.is_file():
             raise WsiCcrlError(f"not a slide file: {path}")
-        slide = cls._open_openslide(path) or cls._open_tiatoolbox(path)
+        slide = cls._open_openslide(path)
+        if slide is None or slide.info.mpp is None:
+            # TIAToolbox also reads OME-XML, where OpenSlide's generic TIFF sees no resolution
+            other = cls._open_tiatoolbox(path)
+            if other is not None and (slide is None or other.info.mpp is not None):
+                if slide is not None:
+                    slide.close()
+                slide = other
         if slide is None:
             raise WsiCcrlError(
                 f"cannot read slide {path}: not a format OpenSlide or TIAToolbox can open "
@@ -130,7 +137,7 @@ class Slide:
             dimensions=tuple(int(v) for v in meta.slide_dimensions),
             mpp=mpp,
             objective_power=_float(meta.objective_power),
-            vendor=meta.vendor,
+            vendor=meta.vendor if meta.vendor not in (None, "None") else None,
             level_downsamples=tuple(float(d) for d in meta.level_downsamples),
         )
         dims = [tuple(int(v) for v in d) for d in meta.level_dimensions]

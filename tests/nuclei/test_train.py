@@ -15,9 +15,11 @@ from wsi_ccrl.nuclei.train import (
     hv_targets,
     load_patches,
     make_batch,
+    stain_augment,
     train,
 )
 from wsi_ccrl.segment.embedded import load_nucleus_net
+from wsi_ccrl.stain import CONSEP_REFERENCE, lab_stats, rgb_to_lab
 
 CONSEP_PATCHES = (
     Path(__file__).resolve().parents[3] / "shared" / "data" / "consep-patches" / "Train"
@@ -75,6 +77,30 @@ def test_load_patches_by_tile_and_make_batch():
     assert (hv * (1 - fg)).abs().max() == 0 and hv.max() == 1
 
 
+@needs_consep
+def test_stain_augment_changes_colour_not_geometry_and_follows_the_seed():
+    image = load_patches(CONSEP_PATCHES, tiles={21}).images[0]
+    a = stain_augment(image, 0.3, np.random.default_rng(5))
+    b = stain_augment(image, 0.3, np.random.default_rng(5))
+    c = stain_augment(image, 0.3, np.random.default_rng(6))
+    assert a.shape == image.shape and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a.astype(int) - c).mean() > 1 and np.abs(a.astype(int) - image).mean() > 1
+    # the nuclei stay where they were: dark pixels of the original are still darker than average
+    dark = image.mean(2) < np.percentile(image.mean(2), 20)
+    assert a.mean(2)[dark].mean() < a.mean(2).mean() - 20
+
+
+@needs_consep
+def test_make_batch_normalises_like_the_segmenter():
+    patches = load_patches(CONSEP_PATCHES, tiles={21})
+    rng = np.random.default_rng(0)
+    x, _, _ = make_batch(patches, np.arange(4), 128, rng, stain=0.3, reference=CONSEP_REFERENCE)
+    for img in (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8):
+        mean, _, _ = lab_stats(rgb_to_lab(np.ascontiguousarray(img)))
+        np.testing.assert_allclose(mean, CONSEP_REFERENCE.mean, atol=4)
+
+
 def test_bad_patch_folder_is_a_clear_error(tmp_path):
     with pytest.raises(WsiCcrlError, match="no patches"):
         load_patches(tmp_path)
@@ -98,6 +124,8 @@ def test_a_short_run_lowers_the_loss_and_writes_loadable_weights(tmp_path):
     assert np.mean(losses[-8:]) < 0.85 * np.mean(losses[:4])
     loaded, config = load_nucleus_net(tmp_path / "w.pt")  # weights_only=True inside
     assert config["channels"] == [8, 16, 32] and config["train"]["holdout_tiles"][0] == 21
+    # the reference is measured on the training patches (tile 3 only) and recorded with the weights
+    assert config["stain_reference"]["mean"][0] > 40 and len(config["stain_reference"]["std"]) == 3
     for a, b in zip(loaded.state_dict().values(), net.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
 
@@ -111,6 +139,24 @@ def test_training_is_reproducible_from_the_seed(tmp_path):
     assert la == lb
     c, lc = train(NucleusTrainConfig(out=str(tmp_path / "c.pt"), seed=1, **kw), patches)
     assert lc != la
+
+
+@needs_consep
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    patches = load_patches(CONSEP_PATCHES, tiles={3})
+    kw = dict(channels=(8, 16), batch_size=2, crop=32, holdout_tiles=(), threads=1)
+    first, _ = train(NucleusTrainConfig(out=str(tmp_path / "a.pt"), max_steps=3, **kw), patches)
+    tiny = dict(lr=1e-12, min_lr=1e-12, weight_decay=0.0, max_steps=1)
+    tuned, _ = train(
+        NucleusTrainConfig(
+            out=str(tmp_path / "b.pt"), init=str(tmp_path / "a.pt"), seed=7, **tiny, **kw
+        ),
+        patches,
+    )
+    fresh, _ = train(NucleusTrainConfig(out=str(tmp_path / "c.pt"), seed=7, **tiny, **kw), patches)
+    w0, w1, w2 = (m.head.weight for m in (first, tuned, fresh))
+    torch.testing.assert_close(w1, w0, atol=1e-6, rtol=0)
+    assert not torch.allclose(w2, w0)
 
 
 @needs_consep

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.nuclei.net import NucleusUNet
+from wsi_ccrl.stain import StainReference, reference_from_images, reinhard_normalize
 
 __all__ = [
     "PatchSet",
@@ -39,6 +40,7 @@ __all__ = [
     "hovernet_loss",
     "load_patches",
     "make_batch",
+    "stain_augment",
     "save_weights",
     "train",
 ]
@@ -131,9 +133,17 @@ def hv_targets(inst: np.ndarray) -> np.ndarray:
 
 
 def make_batch(
-    patches: PatchSet, idx: np.ndarray, crop: int, rng: np.random.Generator
+    patches: PatchSet,
+    idx: np.ndarray,
+    crop: int,
+    rng: np.random.Generator,
+    stain: float = 0.0,
+    reference: StainReference | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Augmented crops (random crop, rot90, flip) with their targets.
+
+    With ``stain`` > 0 each crop also gets ``stain_augment`` (stain, light, focus and resolution
+    changes); with a ``reference`` it is then Reinhard-normalised, as the segmenter does.
 
     Returns:
         images (B, 3, crop, crop) float [0, 1], foreground (B, 1, crop, crop) float,
@@ -151,13 +161,56 @@ def make_batch(
         if rng.random() < 0.5:
             image, inst = image[:, ::-1], inst[:, ::-1]
         inst = np.ascontiguousarray(inst)
-        images.append(np.ascontiguousarray(image))
+        image = np.ascontiguousarray(image)
+        if stain > 0:
+            image = stain_augment(image, stain, rng)
+        if reference is not None:
+            image = reinhard_normalize(image, reference)
+        images.append(image)
         fgs.append(inst > 0)
         hvs.append(hv_targets(inst))  # recomputed after the flips: maps follow the geometry
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
     fg = torch.from_numpy(np.stack(fgs)).unsqueeze(1).float()
     hv = torch.from_numpy(np.stack(hvs))
     return x, fg, hv
+
+
+def stain_augment(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Another lab's slide: HED stain jitter, gamma, brightness/contrast, blur, 20x resampling.
+
+    Stain amounts (Ruifrok colour deconvolution) are scaled and shifted per stain, so colour
+    changes non-linearly (what Reinhard normalisation cannot fully undo); a 2x down- and
+    up-sampling mimics a 20x slide read at 0.25 µm/px; a light Gaussian blur mimics focus.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        strength: relative size of the stain scale changes (e.g. 0.3: x0.7 - x1.3).
+        rng: the run's generator.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    h, w = image.shape[:2]
+    od = -np.log(np.maximum(image.astype(np.float32), 1.0) / 255.0)  # optical density
+    hed = od.reshape(-1, 3) @ hed_from_rgb.astype(np.float32)
+    scale = 1 + rng.uniform(-strength, strength, 3).astype(np.float32)
+    shift = rng.uniform(-0.05, 0.05, 3).astype(np.float32) * strength
+    hed = hed * scale + shift
+    od = np.maximum(hed @ rgb_from_hed.astype(np.float32), 0.0)
+    x = np.exp(-od).reshape(h, w, 3)  # [0, 1]
+    x = x ** np.float32(np.exp(rng.uniform(-0.5, 0.5) * strength))  # gamma
+    mean = x.mean()
+    x = mean + (x - mean) * np.float32(1 + rng.uniform(-strength, strength) / 2)  # contrast
+    x = x + np.float32(rng.uniform(-0.1, 0.1) * strength / 0.3)  # brightness
+    x = (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if rng.random() < 0.5:  # 20x read at 0.25 µm/px: half the detail
+        small = cv2.resize(x, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        x = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.3:
+        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.3, 1.2)))
+    return x
 
 
 def colour_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
@@ -239,6 +292,9 @@ class NucleusTrainConfig:
     min_lr: float = 1e-5
     weight_decay: float = 1e-4
     colour_jitter: float = 0.1
+    stain_augment: float = 0.3  # stain_augment strength (0: off)
+    stain_normalize: bool = True  # Reinhard-normalise inputs to the training tiles' statistics
+    init: str | None = None  # start from these weights (fine-tuning) instead of from scratch
     seed: int = 0
     threads: int = 2
     max_steps: int | None = None
@@ -295,6 +351,11 @@ def _train(cfg: NucleusTrainConfig, patches: PatchSet | None) -> tuple[NucleusUN
     log.info("training on %d patches of tiles %s", len(patches), sorted(set(patches.tile.tolist())))
 
     net = NucleusUNet(cfg.channels, cfg.stem_stride)
+    if cfg.init:
+        blob = torch.load(cfg.init, map_location="cpu", weights_only=True)
+        net.load_state_dict(blob["state_dict"])
+        log.info("starting from %s", cfg.init)
+    reference = reference_from_images(patches.images) if cfg.stain_normalize else None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     order_len = len(patches) * cfg.crops_per_patch
     steps_per_epoch = max(1, order_len // cfg.batch_size)
@@ -311,6 +372,7 @@ def _train(cfg: NucleusTrainConfig, patches: PatchSet | None) -> tuple[NucleusUN
         "stem_stride": cfg.stem_stride,
         "mpp": 0.25,
         "outputs": ["fg_logit", "h", "v"],
+        "stain_reference": reference.to_dict() if reference else None,
         "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
@@ -342,7 +404,7 @@ def _train(cfg: NucleusTrainConfig, patches: PatchSet | None) -> tuple[NucleusUN
             order = np.tile(np.arange(len(patches)), cfg.crops_per_patch)
             order = erng.permutation(order)
         idx = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
-        x, fg, hv = make_batch(patches, idx, cfg.crop, rng)
+        x, fg, hv = make_batch(patches, idx, cfg.crop, rng, cfg.stain_augment, reference)
         if cfg.colour_jitter > 0:
             x = colour_jitter(x, cfg.colour_jitter, gen)
         for group in opt.param_groups:
@@ -393,6 +455,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crops-per-patch", type=int, default=NucleusTrainConfig.crops_per_patch)
     parser.add_argument("--lr", type=float, default=NucleusTrainConfig.lr)
     parser.add_argument("--threads", type=int, default=NucleusTrainConfig.threads)
+    parser.add_argument("--min-lr", type=float, default=NucleusTrainConfig.min_lr)
+    parser.add_argument("--stain-augment", type=float, default=NucleusTrainConfig.stain_augment)
+    parser.add_argument(
+        "--no-stain-normalize", action="store_true", help="train on raw colours (old recipe)"
+    )
+    parser.add_argument("--init", default=None, help="weights to fine-tune from")
     args = parser.parse_args(argv)
     import logging
 
@@ -407,6 +475,10 @@ def main(argv: list[str] | None = None) -> None:
         crops_per_patch=args.crops_per_patch,
         lr=args.lr,
         threads=args.threads,
+        min_lr=args.min_lr,
+        stain_augment=args.stain_augment,
+        stain_normalize=not args.no_stain_normalize,
+        init=args.init,
     )
     train(cfg)
 

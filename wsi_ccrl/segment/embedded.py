@@ -23,6 +23,7 @@ from wsi_ccrl.nuclei.net import NucleusUNet, build_net
 from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
 from wsi_ccrl.segment import register
 from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
+from wsi_ccrl.stain import CONSEP_REFERENCE, StainReference, reinhard_normalize
 
 __all__ = ["DEFAULT_WEIGHTS", "EmbeddedSegmenter", "load_nucleus_net"]
 
@@ -66,6 +67,8 @@ class EmbeddedSegmenter(Segmenter):
         device: ``auto`` | ``cpu`` | ``cuda``.
         postprocess: watershed thresholds; default: those stored with the weights.
         max_pixels: pixels per forward pass (batch x H x W), which bounds memory (~300 B/px).
+        stain_normalize: Reinhard-normalise each tile to the training data's LAB statistics
+            (the weights file's ``stain_reference``; CoNSeP's for files that record none).
     """
 
     name = "embedded"
@@ -76,6 +79,7 @@ class EmbeddedSegmenter(Segmenter):
         device: str = "auto",
         postprocess: PostprocessConfig | None = None,
         max_pixels: int = 1 << 22,
+        stain_normalize: bool = True,
     ) -> None:
         self.weights = Path(weights) if weights else DEFAULT_WEIGHTS
         net, self.config = load_nucleus_net(self.weights)
@@ -84,6 +88,13 @@ class EmbeddedSegmenter(Segmenter):
         self.mpp = float(self.config.get("mpp", 0.25))
         self.post = postprocess or PostprocessConfig(**self.config.get("postprocess", {}))
         self.max_pixels = int(max_pixels)
+        self.stain: StainReference | None = None
+        if stain_normalize:
+            ref = self.config.get("stain_reference")
+            try:
+                self.stain = StainReference.from_dict(ref) if ref else CONSEP_REFERENCE
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{self.weights}: bad stain_reference: {exc}") from exc
 
     @torch.inference_mode()
     def predict(self, tiles: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -101,7 +112,10 @@ class EmbeddedSegmenter(Segmenter):
             per_pass = max(1, self.max_pixels // ((h + ph) * (w + pw)))
             for start in range(0, len(idx), per_pass):
                 chunk = idx[start : start + per_pass]
-                x = torch.from_numpy(np.stack([tiles[i] for i in chunk])).to(self.device)
+                batch = [tiles[i] for i in chunk]
+                if self.stain is not None:
+                    batch = [reinhard_normalize(t, self.stain) for t in batch]
+                x = torch.from_numpy(np.stack(batch)).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
                 if ph or pw:
                     mode = "reflect" if ph < h and pw < w else "replicate"
@@ -138,6 +152,7 @@ class EmbeddedSegmenter(Segmenter):
             "weights_sha256": digest,
             "channels": list(self.config.get("channels", [])),
             "postprocess": {k: getattr(self.post, k) for k in self.post.__dataclass_fields__},
+            "stain_reference": self.stain.to_dict() if self.stain else None,
         }
 
 

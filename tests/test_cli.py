@@ -5,9 +5,9 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from wsi_ccrl_cli.main import cli
 
 from wsi_ccrl import __version__
-from wsi_ccrl_cli.main import cli
 
 COMMANDS = ("segment", "train", "label", "benchmark")
 

@@ -61,7 +61,9 @@ def test_select_regathers_contours():
     sel = b.select(keep)
     for j, i in enumerate(np.flatnonzero(keep)):
         want = b.contour_xy[b.contour_offsets[i] : b.contour_offsets[i + 1]]
-        np.testing.assert_array_equal(sel.contour_xy[sel.contour_offsets[j] : sel.contour_offsets[j + 1]], want)
+        np.testing.assert_array_equal(
+            sel.contour_xy[sel.contour_offsets[j] : sel.contour_offsets[j + 1]], want
+        )
 
 
 def test_resume_after_crash_equals_clean_run(tmp_path):

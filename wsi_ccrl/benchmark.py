@@ -27,6 +27,7 @@ import numpy as np
 from wsi_ccrl.config import (
     BENCHMARK_MODELS,
     BenchmarkConfig,
+    apply_overrides,
     build,
     dump_yaml,
     read_yaml,
@@ -96,14 +97,7 @@ def load_benchmark_config(
         train.update(values.get("train") or {})
         if train:
             values["train"] = train
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        target = values
-        *parents, leaf = key.split(".")
-        for name in parents:
-            target = target.setdefault(name, {})
-        target[leaf] = value
+    apply_overrides(values, overrides)
     return build(BenchmarkConfig, values, where="benchmark")
 
 

@@ -347,6 +347,12 @@ def load_section(
         if not isinstance(section_values, dict):
             raise ConfigError(f"{path}: section {section!r} must be a mapping")
         values = section_values
+    apply_overrides(values, overrides)
+    return build(SECTION_TYPES[section], values, where=section)
+
+
+def apply_overrides(values: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Set dotted keys (``augment.local_global``) in ``values``, in place; ``None`` means unset."""
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -355,7 +361,7 @@ def load_section(
         for name in parents:
             target = target.setdefault(name, {})
         target[leaf] = value
-    return build(SECTION_TYPES[section], values, where=section)
+    return values
 
 
 def build(cls: type, values: dict[str, Any], where: str):

@@ -30,6 +30,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from wsi_ccrl.contours import gather_polygons
 from wsi_ccrl.errors import WsiCcrlError
 
 SCHEMA_VERSION = 1
@@ -93,11 +94,7 @@ class CellBatch:
     def select(self, keep: np.ndarray) -> CellBatch:
         """The rows where boolean mask ``keep`` is true (contours re-based, vectorised)."""
         idx = np.flatnonzero(keep)
-        starts, ends = self.contour_offsets[idx], self.contour_offsets[idx + 1]
-        lengths = ends - starts
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        # gather every kept point at once: point j of kept cell i sits at starts[i] + j
-        point_idx = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        offsets, xy = gather_polygons(self.contour_offsets, self.contour_xy, idx)
         return CellBatch(
             crops=self.crops[idx],
             centroid=self.centroid[idx],
@@ -106,7 +103,7 @@ class CellBatch:
             seg_type=self.seg_type[idx],
             seg_prob=self.seg_prob[idx],
             contour_offsets=offsets,
-            contour_xy=self.contour_xy[point_idx].reshape(-1, 2),
+            contour_xy=xy,
             extra={k: v[idx] for k, v in self.extra.items()},
         )
 

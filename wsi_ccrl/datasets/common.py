@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_ccrl.contours import gather_polygons
 from wsi_ccrl.crops import crop_windows, extract_crops
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.store import CellBatch, CellStore, CellStoreWriter, final_path
@@ -51,16 +52,13 @@ class Nuclei:
     def select(self, keep: np.ndarray) -> Nuclei:
         """Rows where ``keep`` is true (polygons re-based, vectorised)."""
         idx = np.flatnonzero(keep)
-        starts, ends = self.contour_offsets[idx], self.contour_offsets[idx + 1]
-        lengths = ends - starts
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        point_idx = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        offsets, xy = gather_polygons(self.contour_offsets, self.contour_xy, idx)
         return Nuclei(
             centroid=self.centroid[idx],
             bbox=self.bbox[idx],
             area=self.area[idx],
             contour_offsets=offsets,
-            contour_xy=self.contour_xy[point_idx].reshape(-1, 2),
+            contour_xy=xy,
             gt_class=self.gt_class[idx],
         )
 

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from wsi_ccrl.contours import gather_polygons
+
 
 @dataclass
 class Nuclei:
@@ -46,16 +48,13 @@ class Nuclei:
     def select(self, keep: np.ndarray) -> Nuclei:
         """The nuclei where boolean mask (or index array) ``keep`` selects; contours re-based."""
         idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
-        starts, ends = self.contour_offsets[idx], self.contour_offsets[idx + 1]
-        lengths = ends - starts
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        point_idx = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        offsets, xy = gather_polygons(self.contour_offsets, self.contour_xy, idx)
         return Nuclei(
             centroid=self.centroid[idx],
             bbox=self.bbox[idx],
             area=self.area[idx],
             contour_offsets=offsets,
-            contour_xy=self.contour_xy[point_idx].reshape(-1, 2),
+            contour_xy=xy,
             seg_type=self.seg_type[idx],
             seg_prob=self.seg_prob[idx],
         )

@@ -1,0 +1,45 @@
+"""Collect the tables the benchmark scripts wrote (benchmarks/results/*.md) into BENCHMARKS.md.
+
+Each section is the verbatim output of the script named in it, with its command, machine and date.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = [
+    ("Segmentation: speed and memory", "segment.md"),
+    ("Nucleus detection: watershed and the embedded U-Net on CoNSeP", "detection.md"),
+    ("The embedded nucleus U-Net: held-out F1 and speed", "nucleus_net.md"),
+    ("Training: input pipeline vs model", "train.md"),
+    ("Label: embedding, K-means, export", "label.md"),
+    ("The paper's protocol (wsi-ccrl benchmark)", "protocol.md"),
+]
+
+HEADER = """# Benchmarks
+
+Every table below was printed by a script in `benchmarks/` (or by `wsi-ccrl benchmark`); each
+section names its command, the machine and the date. Rebuild this file with
+`python benchmarks/make_report.py` after re-running them. The machine for all of them: a 2-core
+x86_64 VM without a GPU, shared with other jobs while measuring (load average 6-9), so speeds are
+pessimistic; memory figures are not affected.
+"""
+
+
+def main() -> None:
+    parts = [HEADER]
+    for title, name in SECTIONS:
+        text = (HERE / "results" / name).read_text().strip()
+        lines = text.splitlines()
+        if lines and lines[0].startswith("#"):
+            lines = lines[1:]  # the section title replaces the script's own
+        body = "\n".join(lines).strip().replace("\n# ", "\n### ").replace("\n## ", "\n### ")
+        parts.append(f"## {title}\n\n{body}\n")
+    out = HERE.parent / "BENCHMARKS.md"
+    out.write_text("\n".join(parts))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -135,6 +135,8 @@ def test_make_batch_normalises_like_the_segmenter():
 def test_bad_patch_folder_is_a_clear_error(tmp_path):
     with pytest.raises(WsiCcrlError, match="no patches"):
         load_patches(tmp_path)
+    with pytest.raises(WsiCcrlError, match="init weights not found"):
+        NucleusTrainConfig(init=str(tmp_path / "none.pt")).validate()
 
 
 @needs_consep

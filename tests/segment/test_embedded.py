@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_SLIDE = ROOT / "data" / "CMU-1-Small-Region.svs"
 CONSEP_PATCHES = ROOT.parent / "shared" / "data" / "consep-patches" / "Train"
 # measured with the shipped weights on these 9 held-back patches (see benchmarks/nucleus_net.py)
-F1_FLOOR = 0.62  # measured 0.678 (179 TP, 90 FP, 80 FN)
-# nuclei in the dense sample-slide region below: ~150 by eye, watershed 150
+# measured 0.641 (173 TP, 108 FP, 86 FN) with the stain-robust weights and normalisation
+F1_FLOOR = 0.62
+# dense sample-slide region below: ~150 nuclei by eye, watershed 150, shipped weights 137 (109
+# without normalisation); the first weights found 55 without normalisation
 DENSE_MIN, DENSE_MAX = 100, 260
 
 
@@ -69,7 +71,7 @@ def test_segments_the_sample_slide_into_plausible_nuclei(seg):
         # 128 µm of epidermis and dermis, read at 20x and upsampled to the net's 0.25 µm/px
         image, _ = slide.read_scaled(1000, 2100, 1256, 2356, 512, 512)
     (nuclei,) = seg.segment([image])
-    assert 30 <= len(nuclei) <= 250  # ~60-90 visible by eye; the shipped weights find 91
+    assert 30 <= len(nuclei) <= 250  # ~90-120 visible by eye; the shipped weights find 105
     assert 60 < np.median(nuclei.area) < 2000  # px at 0.25 µm/px: ~4-125 µm²
     assert (nuclei.centroid >= 0).all() and (nuclei.centroid < 512).all()
     assert ((nuclei.seg_prob > 0.4) & (nuclei.seg_prob <= 1)).all()

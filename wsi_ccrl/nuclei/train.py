@@ -4,10 +4,14 @@ Data: a folder laid out like CoNSeP's release (``Images/<name>.png``, ``Labels/<
 ``inst_map``), 40x (~0.25 µm/px). Patch names end in ``_<tile>_<k>``; the split is by source tile
 (whole tiles held back), never by patch, since patches of one tile overlap in content and stain.
 Targets and losses follow HoVer-Net (Graham et al. 2019): foreground BCE + Dice, horizontal/vertical
-map MSE + gradient MSE inside nuclei. Run::
+map MSE + gradient MSE inside nuclei. Inputs are Reinhard-normalised as the segmenter does, after
+stain/resolution augmentation, so the network transfers to other labs' and 20x slides. The shipped
+weights (v2) fine-tune the first ones (v1: ``--epochs 100 --stain-augment 0
+--no-stain-normalize``)::
 
     python -m wsi_ccrl.nuclei.train --data ../shared/data/consep-patches/Train \
-        --out wsi_ccrl/weights/nucleus_unet.pt --epochs 100 --seed 0 --threads 1
+        --out wsi_ccrl/weights/nucleus_unet.pt --init <v1.pt> --epochs 40 --lr 5e-4 \
+        --seed 0 --threads 1
 """
 
 from __future__ import annotations
@@ -315,7 +319,7 @@ class NucleusTrainConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     stem_stride: int = 2
     holdout_tiles: tuple[int, ...] = (21, 22, 23, 24, 25, 26, 27)
-    epochs: int = 100  # the shipped weights' schedule (4,000 steps of batch 8)
+    epochs: int = 100  # v1's schedule from scratch (4,000 steps of batch 8); v2 fine-tunes 40
     batch_size: int = 8
     crop: int = 128
     crops_per_patch: int = 1
@@ -334,6 +338,8 @@ class NucleusTrainConfig:
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise WsiCcrlError("epochs and batch_size must be >= 1")
+        if self.init and not Path(self.init).is_file():
+            raise WsiCcrlError(f"--init weights not found: {self.init}")
         stride = self.stem_stride * 2 ** (len(self.channels) - 1)
         if self.crop % stride:
             raise WsiCcrlError(f"crop {self.crop} must be a multiple of the net's stride {stride}")

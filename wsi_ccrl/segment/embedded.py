@@ -1,9 +1,11 @@
 """The ``embedded`` segmenter: the small nucleus U-Net whose weights ship inside the package.
 
 Works offline and on a CPU: no download, no TIAToolbox. Trained on CoNSeP at 0.25 µm/px (see
-``wsi_ccrl/weights/README.md``), so tiles are read at that resolution. The network is fully
-convolutional: tiles of any size are reflect-padded to a multiple of its stride, run in batches of
-equal shape (bounded in pixels, to bound memory), cropped back, and post-processed one by one.
+``wsi_ccrl/weights/README.md``), so tiles are read at that resolution, and Reinhard-normalised
+to the training tiles' colour statistics (other labs' stains, see ``wsi_ccrl.stain``). The
+network is fully convolutional: tiles of any size are reflect-padded to a multiple of its stride,
+run in batches of equal shape (bounded in pixels, to bound memory), cropped back, and
+post-processed one by one.
 """
 
 from __future__ import annotations

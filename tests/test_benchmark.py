@@ -62,7 +62,7 @@ def test_config_profiles_and_validation():
     paper = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-consep.yaml")
     assert paper.train.epochs == 500 and paper.class_scheme == "original7"  # from ccrl.yaml
     assert quick.class_scheme == "merged4" and quick.split == "tiles"
-    assert quick.train.batch_size == 128 and paper.train.temperature == 0.07
+    assert quick.train.batch_size == 64 and paper.train.temperature == 0.07
     assert set(quick.train_tiles).isdisjoint(quick.test_tiles)
     nucls = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-nucls.yaml")
     assert nucls.window_scale == 0.0 and nucls.dataset == "nucls"

@@ -250,16 +250,7 @@ class BenchmarkConfig:
     window_scale: float = 1.0  # box padded by (scale/2)*max(h, w) per side
     crop_size: int = 32
     seeds: tuple[int, ...] = (0, 1, 2)
-    models: tuple[str, ...] = (
-        "ccrl",
-        "ccrl_no_local_global",
-        "ccrl_query_encoder",
-        "ccrl_no_predictor",
-        "morphological",
-        "manual",
-        "raw_pixels",
-        "imagenet",
-    )
+    models: tuple[str, ...] = BENCHMARK_MODELS
     max_cells: int | None = None  # cap on test cells evaluated (None: all)
     max_train_cells: int | None = None  # train cells K-means/baselines are fit on (None: all)
     train_seeds: tuple[int, ...] = (0, 1, 2)  # one CCRL training run per seed

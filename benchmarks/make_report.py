@@ -15,6 +15,7 @@ SECTIONS = [
     ("Training: input pipeline vs model", "train.md"),
     ("Label: embedding, K-means, export", "label.md"),
     ("The paper's protocol (wsi-ccrl benchmark)", "protocol.md"),
+    ("The demo on the bundled slide", "demo.md"),
 ]
 
 HEADER = """# Benchmarks

@@ -69,9 +69,11 @@ def train(
         **{"augment.local_global": False if no_local_global else None},
         use_predictor=False if no_predictor else None,
     )
+    from wsi_ccrl.distributed import detect
     from wsi_ccrl.store import find_stores
     from wsi_ccrl.train import train as run_training
 
     stores = find_stores(list(data))
     model_path = run_training(stores, out_dir, cfg, resume=resume)
-    click.echo(f"model: {model_path}")
+    if detect().is_main:  # under torchrun, one line for the job, not one per process
+        click.echo(f"model: {model_path}")

@@ -62,3 +62,24 @@ def test_errors_are_one_line(consep_store, config, tmp_path):
         assert result.exit_code == 1 and "no CUDA GPU" in result.output
     result = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path)])
     assert result.exit_code == 1 and "no cell stores" in result.output
+
+
+def test_same_command_under_torchrun_two_cpu_processes(consep_store, config, tmp_path):
+    """The README's multi-machine recipe, on one machine: torchrun starts 2 gloo processes."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--master-port", "29517", "-m", "wsi_ccrl_cli.main", "-q", "train",
+        "--data", str(consep_store), "--out", str(out), "--config", str(config),
+        "--batch-size", "16", "--max-steps", "2", "--device", "cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("model: ") == 1  # one summary line, from rank 0
+    payload = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert payload["training"]["world_size"] == 2 and payload["training"]["steps"] == 2

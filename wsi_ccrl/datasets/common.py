@@ -74,53 +74,28 @@ class GroundTruthTile:
 
 
 def nuclei_from_instance_map(inst_map: np.ndarray, inst_class: np.ndarray) -> Nuclei:
-    """Centroids, boxes, areas (vectorised over instances) and polygons of an instance map.
+    """Centroids, boxes, areas and polygons of an instance map, with each instance's class.
+
+    The measuring is the segmenters' (``nuclei_from_labels``); here its pixel-centre frame is
+    moved to pixel-edge coordinates (pixel (i, j) covers x in [j, j+1)), the store's convention.
 
     Args:
         inst_map: (H, W) int, 0 = background, 1..N instances (ids may have gaps).
         inst_class: (N_max + 1,) int class index per instance id (index 0 unused); a negative
             value drops that instance (unlabelled).
     """
-    import cv2
-    from scipy import ndimage
+    from wsi_ccrl.segment.base import nuclei_from_labels
 
-    inst_map = np.asarray(inst_map)
-    ids, dense = np.unique(inst_map, return_inverse=True)
-    dense = dense.reshape(inst_map.shape)
-    if ids[0] == 0:
-        ids = ids[1:]
-    else:  # no background pixel: shift so that 0 stays background
-        dense = dense + 1
-    n = ids.size
-    if n == 0:
-        return empty_nuclei()
-    h, w = inst_map.shape
-    flat = dense.ravel()
-    area = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
-    ys, xs = np.divmod(np.arange(flat.size), w)
-    cx = np.bincount(flat, weights=xs + 0.5, minlength=n + 1)[1:] / area
-    cy = np.bincount(flat, weights=ys + 0.5, minlength=n + 1)[1:] / area
-    slices = ndimage.find_objects(dense, max_label=n)
-    bbox = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices], np.int32)
-    # polygons: one cv2 trace per nucleus on its box (hundreds per tile, C speed each)
-    contours: list[np.ndarray] = []
-    for i, (sy, sx) in enumerate(slices, start=1):
-        mask = np.pad((dense[sy, sx] == i).astype(np.uint8), 1)
-        found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        pts = max(found, key=cv2.contourArea).reshape(-1, 2).astype(np.float32)
-        pts += np.array([sx.start - 1 + 0.5, sy.start - 1 + 0.5], np.float32)  # pixel centres
-        contours.append(pts)
-    lengths = np.array([len(c) for c in contours], np.int64)
-    classes = np.asarray(inst_class)[ids]
+    found = nuclei_from_labels(np.asarray(inst_map), types=np.asarray(inst_class))
     nuclei = Nuclei(
-        centroid=np.stack([cx, cy], 1).astype(np.float32),
-        bbox=bbox,
-        area=area.astype(np.float32),
-        contour_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        contour_xy=np.concatenate(contours).astype(np.float32),
-        gt_class=classes.astype(np.int16),
+        centroid=found.centroid + 0.5,
+        bbox=found.bbox.astype(np.int32),
+        area=found.area,
+        contour_offsets=found.contour_offsets,
+        contour_xy=found.contour_xy + 0.5,
+        gt_class=found.seg_type.astype(np.int16),
     )
-    return nuclei.select(classes >= 0)
+    return nuclei.select(nuclei.gt_class >= 0)
 
 
 def empty_nuclei() -> Nuclei:

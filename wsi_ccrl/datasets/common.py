@@ -98,17 +98,6 @@ def nuclei_from_instance_map(inst_map: np.ndarray, inst_class: np.ndarray) -> Nu
     return nuclei.select(nuclei.gt_class >= 0)
 
 
-def empty_nuclei() -> Nuclei:
-    return Nuclei(
-        centroid=np.zeros((0, 2), np.float32),
-        bbox=np.zeros((0, 4), np.int32),
-        area=np.zeros(0, np.float32),
-        contour_offsets=np.zeros(1, np.int64),
-        contour_xy=np.zeros((0, 2), np.float32),
-        gt_class=np.zeros(0, np.int16),
-    )
-
-
 def paper_windows(bbox: np.ndarray, scale: float, min_window: float) -> np.ndarray:
     """Square crop windows (x0, y0, x1, y1): the box padded by (scale/2)·max(h, w) per side.
 

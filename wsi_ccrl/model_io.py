@@ -61,12 +61,20 @@ def load_model_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WsiCcrlError(f"model file not found: {path}")
+    return load_checked(path, MODEL_FORMAT, "model file", "train one with `wsi-ccrl train`")
+
+
+def load_checked(path: str | Path, fmt: str, what: str, hint: str) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a payload whose ``format`` must be ``fmt``.
+
+    Any failure is one clear line naming ``what`` the file should be and ``hint`` (what to do).
+    """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WsiCcrlError(f"cannot read model file {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise WsiCcrlError(f"{path} is not a wsi-ccrl model (train one with `wsi-ccrl train`)")
+        raise WsiCcrlError(f"cannot read {what} {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise WsiCcrlError(f"{path} is not a wsi-ccrl {what} ({hint})")
     return payload
 
 

@@ -28,7 +28,7 @@ from wsi_ccrl.data import CellCrops, load_eval_set, open_stores
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.model import CCRL
-from wsi_ccrl.model_io import save_model
+from wsi_ccrl.model_io import load_checked, save_model
 from wsi_ccrl.schedule import cosine_schedule
 
 log = get_logger(__name__)
@@ -452,12 +452,7 @@ def load_checkpoint(
     device: torch.device,
 ) -> int:
     """Restore a run's state in place; returns the global step. Refuses a different setup."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WsiCcrlError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise WsiCcrlError(f"{path} is not a wsi-ccrl checkpoint (use --no-resume to start over)")
+    payload = load_checked(path, CHECKPOINT_FORMAT, "checkpoint", "use --no-resume to start over")
     old, new = payload["config"], to_dict(cfg)
     for key in new:
         if key not in RESUME_MAY_CHANGE and old.get(key) != new[key]:

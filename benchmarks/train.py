@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from wsi_ccrl.augment import CellViews
 from wsi_ccrl.config import TrainConfig
-from wsi_ccrl.crops import crop_windows, extract_crops
+from wsi_ccrl.crops import crops_in_image
 from wsi_ccrl.data import CellCrops, open_stores
 from wsi_ccrl.model import CCRL
 from wsi_ccrl.store import CellBatch, CellStoreWriter
@@ -50,7 +50,7 @@ def build_store(out: Path, crop_size: int, n_patches: int) -> Path:
         ).reshape(-1, 4)
         centroid = mat["inst_centroid"].astype(np.float32).reshape(-1, 2)[keep]
         n = len(bbox)
-        crops = extract_crops(image, crop_windows(centroid, bbox, 2.0, 16.0), crop_size)
+        crops = crops_in_image(image, bbox, crop_size, 2.0, 16.0)
         writer.add(
             CellBatch(
                 crops=crops,

@@ -38,7 +38,7 @@ def build_consep_store(out: Path, n_patches: int = 8, crop_size: int = 32, chunk
     from PIL import Image
     from scipy import ndimage
 
-    from wsi_ccrl.crops import crop_windows, extract_crops
+    from wsi_ccrl.crops import crops_in_image
     from wsi_ccrl.store import CellBatch, CellStoreWriter
 
     writer = CellStoreWriter(out, crop_size, {"source": "consep-patches"}, chunk_cells=chunk_cells)
@@ -56,7 +56,7 @@ def build_consep_store(out: Path, n_patches: int = 8, crop_size: int = 32, chunk
         ).reshape(-1, 4)
         n = min(len(centroid), len(bbox))
         centroid, bbox, types = centroid[:n], bbox[:n], types[:n]
-        crops = extract_crops(image, crop_windows(centroid, bbox, 2.0, 16.0), crop_size)
+        crops = crops_in_image(image, bbox, crop_size, 2.0, 16.0)
         box_xy = bbox[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2).astype(np.float32)
         writer.add(
             CellBatch(
@@ -109,7 +109,7 @@ def build_label_store(
     from PIL import Image
     from scipy import ndimage
 
-    from wsi_ccrl.crops import crop_windows, extract_crops
+    from wsi_ccrl.crops import crops_in_image
     from wsi_ccrl.store import CellBatch, CellStoreWriter
 
     attrs = {"source": "consep-patches", "segmenter": {"name": "ground-truth"}}
@@ -141,7 +141,7 @@ def build_label_store(
                 break
         bbox = np.array([r[1] for r in rows], np.int32)
         centroid = np.array([r[2] for r in rows], np.float32)
-        crops = extract_crops(image, crop_windows(centroid, bbox, 2.0, 16.0), crop_size)
+        crops = crops_in_image(image, bbox, crop_size, 2.0, 16.0)
         lengths = [len(r[0]) for r in rows]
         writer.add(
             CellBatch(

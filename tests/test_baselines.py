@@ -22,7 +22,7 @@ def cells(tmp_path_factory):
     images = [PATCHES / "Images" / f"train_10_00{k}.png" for k in range(3)]
     store = write_store(
         tmp_path_factory.mktemp("b") / "cells.zarr", consep.iter_tiles(images, "merged4"),
-        [p.name for p in images], {"dataset": "consep"}, scale=1.0, crop_size=32,
+        [p.name for p in images], {"dataset": "consep"}, window_scale=2.0, crop_size=32,
     )  # fmt: skip
     return load_cells(store)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -61,15 +62,29 @@ def test_config_profiles_and_validation():
     quick = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-consep-quick.yaml")
     paper = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-consep.yaml")
     assert paper.train.epochs == 500 and paper.class_scheme == "original7"  # from ccrl.yaml
-    assert quick.class_scheme == "merged4" and quick.split == "tiles"
+    assert quick.class_scheme == "merged4" and quick.split == "auto"
     assert quick.train.batch_size == 64 and paper.train.temperature == 0.07
     assert set(quick.train_tiles).isdisjoint(quick.test_tiles)
     nucls = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-nucls.yaml")
-    assert nucls.window_scale == 0.0 and nucls.dataset == "nucls"
+    assert nucls.window_scale == 1.0 and nucls.dataset == "nucls"  # the box itself
     with pytest.raises(ConfigError, match="unknown"):
-        benchmark.load_benchmark_config(None, {"models": ["ccrl", "dcae"]})
+        benchmark.load_benchmark_config(None, {"models": ["ccrl", "vae"]})
     with pytest.raises(ConfigError, match="class_scheme"):
         benchmark.load_benchmark_config(None, {"class_scheme": "seven"})
+
+
+def test_split_auto_is_official_with_a_test_folder(tmp_path):
+    """The official Test split is the default where it exists; else validation tiles of Train."""
+    cfg = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-consep-quick.yaml")
+    (tmp_path / "Train").mkdir()
+    tiles = benchmark.resolve_split(tmp_path, cfg)
+    assert tiles.split == "tiles"
+    assert benchmark.evaluated_split(tiles).startswith("validation (tiles 21–27 of Train")
+    (tmp_path / "Test").mkdir()
+    official = benchmark.resolve_split(tmp_path, cfg)
+    assert official.split == "official" and benchmark.evaluated_split(official).startswith("test")
+    forced = benchmark.resolve_split(tmp_path, dataclasses.replace(cfg, split="tiles"))
+    assert forced.split == "tiles"
 
 
 def test_ranges():
@@ -98,7 +113,8 @@ def test_protocol_end_to_end(tmp_path):
     assert not (out / "models" / "no_local_global-seed0").exists()  # not asked for
     table = (out / "results.md").read_text()
     assert "| CCRL |" in table and "24.2 | 21.7 | 51.8" in table  # the paper's row beside ours
-    assert "train tiles 10, test tiles 21" in table
+    assert "train tiles 10, validation tiles 21" in table
+    assert "Evaluated on: validation (tiles 21 of Train" in table
     config = (out / "config.yaml").read_text()
     assert "train_tiles:" in config and "max_steps: 2" in config
     # a second run reuses the stores and the trained models

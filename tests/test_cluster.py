@@ -66,6 +66,23 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x)[0], km.predict(x)[0])
 
 
+def test_feature_map_is_fitted_saved_and_applied(tmp_path):
+    """``whiten``: K-means runs in the whitened space, and a saved model applies the same map."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(3, 32)) * 4
+    x = (centres[rng.integers(0, 3, 300)] + rng.normal(size=(300, 32))).astype(np.float32)
+    km = KMeansModel(3, seed=0, backend="sklearn", features="whiten").fit(x)
+    assert km.cluster_centers_.shape == (3, 32)  # dims <= input: all 32 components kept
+    np.testing.assert_allclose(np.linalg.norm(km.space_.transform(x), axis=1), 1, atol=1e-5)
+    loaded = KMeansModel.load(km.save(tmp_path / "w.npz"))
+    assert loaded.space_.how == "whiten"
+    np.testing.assert_array_equal(loaded.predict(x)[0], km.predict(x)[0])
+    np.testing.assert_allclose(loaded.predict(x)[1], km.predict(x)[1], rtol=1e-6)
+    # whitened and L2-normalised: the three blobs stay three clusters
+    labels = km.predict(x)[0]
+    assert len(np.unique(labels)) == 3
+
+
 def test_load_rejects_foreign_files(tmp_path):
     with pytest.raises(WsiCcrlError, match="not found"):
         KMeansModel.load(tmp_path / "none.npz")

@@ -24,7 +24,7 @@ from wsi_ccrl.log import get_logger
 
 log = get_logger(__name__)
 
-BASELINES = ("morphological", "manual", "raw_pixels", "imagenet")
+BASELINES = ("morphological", "manual", "raw_pixels", "imagenet", "dcae", "infogan")
 
 
 # --------------------------------------------------------------------------- morphological
@@ -411,4 +411,8 @@ def make_baseline(name: str, seed: int = 0, imagenet_size: int = 224, device: st
         return RawPixels(seed=seed)
     if name == "imagenet":
         return ImageNet(size=imagenet_size, device=device)
+    if name in ("dcae", "infogan"):  # trained from scratch on the train crops
+        from wsi_ccrl.generative import DCAE, InfoGAN
+
+        return (DCAE if name == "dcae" else InfoGAN)(seed=seed, device=device)
     raise WsiCcrlError(f"unknown baseline {name!r} (known: {', '.join(BASELINES)})")

@@ -56,6 +56,8 @@ LABELS = {
     "manual": "Manual features (SIFT + LBP)",
     "raw_pixels": "Raw pixels (PCA)",
     "imagenet": "ImageNet pre-trained ResNet18",
+    "dcae": "Conv. auto-encoder (DCAE)",
+    "infogan": "InfoGAN",
 }
 # ../shared/CCRL.md, Tables 2 and 3 (AMI, ARI, Purity in %)
 PAPER = {
@@ -63,21 +65,25 @@ PAPER = {
         "imagenet": (7.3, 7.0, 42.7),
         "morphological": (12.7, 1.3, 48.8),
         "manual": (9.5, 6.4, 45.5),
+        "dcae": (10.1, 7.3, 50.5),
+        "infogan": (14.8, 15.7, 58.4),
         "ccrl": (24.2, 21.7, 51.8),
     },
     "nucls": {
         "imagenet": (9.3, 7.8, 56.7),
         "morphological": (21.1, 18.8, 66.1),
         "manual": (11.25, 7.8, 56.2),
+        "dcae": (8.3, 7.2, 56.8),
+        "infogan": (14.0, 12.6, 62.0),
         "ccrl": (22.8, 24.0, 68.3),
         "ccrl_no_local_global": (21.9, 20.4, 69.7),
         "ccrl_query_encoder": (21.1, 19.2, 67.2),
         "ccrl_no_predictor": (22.0, 20.9, 68.1),
     },
 }
-PAPER_OTHERS = {  # baselines of the paper this tool does not run
-    "consep": {"Conv. auto-encoder (DCAE)": (10.1, 7.3, 50.5), "InfoGAN": (14.8, 15.7, 58.4)},
-    "nucls": {"Conv. auto-encoder (DCAE)": (8.3, 7.2, 56.8), "InfoGAN": (14.0, 12.6, 62.0)},
+PAPER_OTHERS: dict[str, dict[str, tuple[float, float, float]]] = {  # paper baselines not run
+    "consep": {},
+    "nucls": {},
 }
 
 
@@ -118,10 +124,28 @@ def dataset_classes(cfg: BenchmarkConfig) -> tuple[str, ...]:
     return consep.CLASSES if cfg.dataset == "consep" else nucls.CLASSES
 
 
+def resolve_split(data_dir: str | Path, cfg: BenchmarkConfig) -> BenchmarkConfig:
+    """``split: auto`` made concrete: official when the data has Train/ and Test/, else tiles."""
+    from wsi_ccrl.datasets import consep
+
+    if cfg.split != "auto":
+        return cfg
+    split = consep.resolve_split(data_dir, "auto") if cfg.dataset == "consep" else "official"
+    return dataclasses.replace(cfg, split=split)
+
+
+def evaluated_split(cfg: BenchmarkConfig) -> str:
+    """What the scores are measured on: the official test split, or validation tiles of Train."""
+    if cfg.split == "tiles":
+        return f"validation (tiles {_ranges(list(cfg.test_tiles))} of Train, held out by tile)"
+    return "test (the official Test split)"
+
+
 def check_data(data_dir: str | Path, cfg: BenchmarkConfig) -> dict[str, list]:
     """The files of each split; a clear error (how to obtain the data) when they are absent."""
     from wsi_ccrl.datasets import consep, nucls
 
+    cfg = resolve_split(data_dir, cfg)
     if cfg.dataset == "consep":
         consep.class_map(cfg.class_scheme)
         return consep.split_images(data_dir, cfg.split, cfg.train_tiles, cfg.test_tiles)
@@ -178,7 +202,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 def scale_features(model: str, train: np.ndarray, test: np.ndarray):
     """The fixed per-family scaling (see the module docstring)."""
-    if model in ("morphological", "manual"):
+    # hand-made features, and the generative models' codes (their scale is arbitrary)
+    if model in ("morphological", "manual", "dcae", "infogan"):
         mean, std = train.mean(0), train.std(0)
         std[std < 1e-8] = 1.0
         return (train - mean) / std, (test - mean) / std
@@ -295,10 +320,12 @@ def run_benchmark(
     """
     from wsi_ccrl.baselines import imagenet_missing_message, make_baseline
     from wsi_ccrl.datasets.common import load_cells
+    from wsi_ccrl.features import FeatureSpace
     from wsi_ccrl.store import CellStore
 
     t_start = time.time()
     out_dir = Path(out_dir)
+    cfg = resolve_split(data_dir, cfg)
     files = check_data(data_dir, cfg)  # fails fast, with how to get the data
     device = resolve_device(cfg.device)
     train_cfg_device = cfg.train.device if cfg.train.device != "auto" else device
@@ -366,7 +393,8 @@ def run_benchmark(
                 path = models[(run, seed)]
                 tr = embed(path, encoder, train_cells.crops, cfg, device)
                 te = embed(path, encoder, test_cells.crops, cfg, device)
-                tr, te = scale_features(model, tr, te)
+                space = FeatureSpace(cfg.features).fit(tr)  # as `wsi-ccrl label` clusters
+                tr, te = space.transform(tr), space.transform(te)
                 for p, rs in cluster_scores(tr, te, test_y, k, seeds, cfg.kmeans_n_init).items():
                     runs[p].extend(rs)
             seconds = time.time() - t0 + (train_seconds.pop(run, 0.0))
@@ -374,6 +402,7 @@ def run_benchmark(
 
     results.update(
         dataset=cfg.dataset,
+        evaluated_split=evaluated_split(cfg),
         profile=profile,
         classes=list(classes),
         class_counts_test=np.bincount(test_y, minlength=k).tolist(),
@@ -430,12 +459,17 @@ def format_table(results: dict[str, Any]) -> str:
         + (f" (profile: {results['profile']})" if results["profile"] else ""),
         "",
         f"Classes ({len(results['classes'])}): {', '.join(results['classes'])}; "
-        f"test class counts {results['class_counts_test']}.",
+        f"evaluated class counts {results['class_counts_test']}.",
+        f"**Evaluated on: {results.get('evaluated_split', 'test')}.** Hyper-parameters of the "
+        "profiles were chosen on the validation tiles of Train only (BENCHMARKS.md, CCRL "
+        "ablation); an official Test split is never used to choose anything.",
+        "",
         f"Cells: {results['n_train_cells']} train ({results['n_train_fit_cells']} used to fit "
         f"K-means and the baselines), {results['n_test_cells']} of {results['n_test_cells_total']} "
-        f"test. Split: {cfg['split']}"
+        f"evaluated. Split: {cfg['split']}"
         + (
-            f" (train tiles {_ranges(cfg['train_tiles'])}, test tiles {_ranges(cfg['test_tiles'])})"
+            f" (train tiles {_ranges(cfg['train_tiles'])}, validation tiles "
+            f"{_ranges(cfg['test_tiles'])})"
             if cfg["split"] == "tiles"
             else ""
         )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.features import FeatureSpace
 from wsi_ccrl.log import get_logger
 
 log = get_logger(__name__)
@@ -41,6 +42,8 @@ class KMeansModel:
         backend: ``auto`` (faiss when importable, else scikit-learn), ``sklearn`` or ``faiss``.
         minibatch_above: samples larger than this are fitted with ``MiniBatchKMeans``.
         n_init: initialisations for the full ``KMeans`` (best inertia is kept).
+        features: how embeddings become K-means features (``wsi_ccrl.features``); the fitted map
+            is part of the model, applied in ``predict`` and saved with the centroids.
 
     Learned attributes: ``cluster_centers_`` (k, D) float32, ``n_features_in_``, ``inertia_``,
     ``n_fit_`` (rows fitted on), ``backend_``; ``info_`` holds provenance saved with the model.
@@ -53,6 +56,7 @@ class KMeansModel:
         backend: str = "auto",
         minibatch_above: int = 50_000,
         n_init: int = 3,
+        features: str = "raw",
     ):
         if k < 1:
             raise WsiCcrlError(f"k must be at least 1, got {k}")
@@ -63,16 +67,19 @@ class KMeansModel:
         self.backend = backend
         self.minibatch_above = minibatch_above
         self.n_init = n_init
+        self.space_ = FeatureSpace(features)
         self.info_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ fitting
     def fit(self, x: np.ndarray) -> KMeansModel:
-        """Fit on ``x`` (n, D); ``n >= k``."""
+        """Fit on embeddings ``x`` (n, D); ``n >= k``."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] < self.k:
             raise WsiCcrlError(f"K-means needs at least k={self.k} rows, got {x.shape[0]}")
         if not np.isfinite(x).all():
             raise WsiCcrlError("embeddings contain NaN or infinity; the model may be broken")
+        self.n_features_in_ = int(x.shape[1])
+        x = np.ascontiguousarray(self.space_.fit(x).transform(x), dtype=np.float32)
         backend = self.backend
         if backend == "auto":
             backend = "faiss" if faiss_available() else "sklearn"
@@ -81,7 +88,6 @@ class KMeansModel:
         else:
             centers, inertia, backend = self._fit_sklearn(x)
         self.cluster_centers_ = centers.astype(np.float32)
-        self.n_features_in_ = int(x.shape[1])
         self.inertia_ = float(inertia)
         self.n_fit_ = int(x.shape[0])
         self.backend_ = backend
@@ -127,7 +133,7 @@ class KMeansModel:
                 f"embeddings of dimension {x.shape[-1]} for a K-means model of dimension "
                 f"{self.n_features_in_}"
             )
-        x64 = x.astype(np.float64)
+        x64 = self.space_.transform(x).astype(np.float64)
         c = self.cluster_centers_.astype(np.float64)
         d2 = (x64 * x64).sum(1)[:, None] - 2.0 * (x64 @ c.T) + (c * c).sum(1)[None, :]
         labels = d2.argmin(1)
@@ -147,12 +153,14 @@ class KMeansModel:
             "backend": self.backend_,
             "n_fit": self.n_fit_,
             "inertia": self.inertia_,
+            "features": self.space_.how,
             **self.info_,
             **info,
         }
+        arrays = {f"features_{k}": v for k, v in self.space_.arrays().items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, centers=self.cluster_centers_, meta=np.array(json.dumps(meta)))
+        np.savez(tmp, centers=self.cluster_centers_, meta=np.array(json.dumps(meta)), **arrays)
         os.replace(tmp, path)
         self.info_ = {k: v for k, v in meta.items() if k != "format"}
         return path
@@ -167,15 +175,23 @@ class KMeansModel:
             with np.load(path, allow_pickle=False) as data:
                 centers = np.asarray(data["centers"], np.float32)
                 meta = json.loads(str(data["meta"]))
+                arrays = {k[9:]: data[k] for k in data.files if k.startswith("features_")}
         except Exception:
             raise WsiCcrlError(
                 f"{path} is not a K-means file (write one with `wsi-ccrl label --save-kmeans`)"
             ) from None
         if meta.get("format") != KMEANS_FORMAT or centers.ndim != 2:
             raise WsiCcrlError(f"{path} is not a wsi-ccrl K-means file")
-        if centers.shape != (meta.get("k"), meta.get("dim")):
+        try:
+            model = cls(
+                int(meta["k"]), int(meta.get("seed", 0)), features=meta.get("features", "raw")
+            )
+            model.space_.load_arrays(arrays)
+        except (KeyError, ValueError) as exc:
+            raise WsiCcrlError(f"{path}: a damaged K-means file ({exc})") from None
+        space_dim = model.space_.output_dim(int(meta.get("dim", -1)))
+        if centers.shape != (model.k, space_dim):
             raise WsiCcrlError(f"{path}: centroids {centers.shape} do not match k/dim in the file")
-        model = cls(k=int(meta["k"]), seed=int(meta.get("seed", 0)))
         model.cluster_centers_ = centers
         model.n_features_in_ = int(meta["dim"])
         model.inertia_ = float(meta.get("inertia", 0.0))

@@ -56,7 +56,7 @@ class SegmentConfig:
     min_tissue_fraction: float = 0.02  # tiles with less tissue are skipped
     roi: tuple[int, int, int, int] | None = None  # x, y, w, h in level-0 pixels
     crop_size: int = 32
-    window_scale: float = 2.0  # crop window = window_scale * max(bbox side)
+    window_scale: float = 2.0  # crop window side = window_scale * longer side of the nucleus box
     min_window: int = 16  # pixels at target_mpp
     chunk_cells: int = 4096
     batch_size: int = 8
@@ -193,6 +193,7 @@ class LabelConfig:
     overview_max_side: int = 2048
     gallery_tile: int = 64  # side of each crop in the gallery picture, pixels
     kmeans_backend: str = "auto"  # auto (faiss when installed, else sklearn) | sklearn | faiss
+    features: str = "l2"  # embeddings -> K-means features: raw | l2 | whiten (wsi_ccrl.features)
     reuse_embeddings: bool = True  # skip embedding a store already embedded by the same model
 
     def validate(self) -> None:
@@ -205,6 +206,10 @@ class LabelConfig:
             (
                 self.device in ("auto", "cpu", "cuda"),
                 f"device must be auto, cpu or cuda: {self.device}",
+            ),
+            (
+                self.features in ("raw", "l2", "whiten"),
+                f"features must be raw, l2 or whiten: {self.features}",
             ),
             (
                 self.kmeans_backend in ("auto", "sklearn", "faiss"),
@@ -235,6 +240,8 @@ BENCHMARK_MODELS = (
     "manual",
     "raw_pixels",
     "imagenet",
+    "dcae",
+    "infogan",
 )
 
 
@@ -244,10 +251,12 @@ class BenchmarkConfig:
 
     dataset: str = "consep"  # consep | nucls
     class_scheme: str = "original7"  # consep: original7 | merged4
-    split: str = "official"  # official (Train/Test folders) | tiles
+    split: str = (
+        "auto"  # auto (official when Train/ and Test/ exist, else tiles) | official | tiles
+    )
     train_tiles: tuple[int, ...] = ()  # for split=tiles: source tiles used for training
-    test_tiles: tuple[int, ...] = ()
-    window_scale: float = 1.0  # box padded by (scale/2)*max(h, w) per side
+    test_tiles: tuple[int, ...] = ()  # for split=tiles: the validation tiles, evaluated
+    window_scale: float = 2.0  # crop window side = window_scale * longer side (as in segment)
     crop_size: int = 32
     seeds: tuple[int, ...] = (0, 1, 2)
     models: tuple[str, ...] = BENCHMARK_MODELS
@@ -258,6 +267,7 @@ class BenchmarkConfig:
     min_window: float = 4.0  # smallest crop window, pixels
     imagenet_size: int = 224  # crops are upsampled to this for the ImageNet ResNet18
     embed_batch_size: int = 1024
+    features: str = "l2"  # CCRL embeddings -> K-means features, as label.features
     device: str = "auto"  # auto | cpu | cuda
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -268,16 +278,16 @@ class BenchmarkConfig:
             raise ConfigError(
                 f"benchmark.class_scheme: original7 or merged4, got {self.class_scheme!r}"
             )
-        if self.split not in ("official", "tiles"):
-            raise ConfigError(f"benchmark.split: official or tiles, got {self.split!r}")
+        if self.split not in ("auto", "official", "tiles"):
+            raise ConfigError(f"benchmark.split: auto, official or tiles, got {self.split!r}")
         unknown = [m for m in self.models if m not in BENCHMARK_MODELS]
         if unknown:
             known = ", ".join(BENCHMARK_MODELS)
             raise ConfigError(f"benchmark.models: unknown {unknown[0]!r} (known: {known})")
         if not self.seeds or not self.train_seeds:
             raise ConfigError("benchmark.seeds and benchmark.train_seeds need at least one seed")
-        if self.window_scale < 0 or self.crop_size < 8:
-            raise ConfigError("benchmark: window_scale >= 0 and crop_size >= 8 required")
+        if self.window_scale <= 0 or self.crop_size < 8:
+            raise ConfigError("benchmark: window_scale > 0 and crop_size >= 8 required")
 
 
 SECTION_TYPES: dict[str, type] = {

@@ -238,7 +238,7 @@ def _kmeans_for(
                 f"k={cfg.k} clusters but only {n_fit} cells to fit on "
                 f"({total} cells, fit_sample={cfg.fit_sample}); lower --k"
             )
-        return KMeansModel(cfg.k, seed=cfg.seed, backend=cfg.kmeans_backend)
+        return KMeansModel(cfg.k, cfg.seed, cfg.kmeans_backend, features=cfg.features)
     km = KMeansModel.load(kmeans_path)
     if km.n_features_in_ != dim:
         raise WsiCcrlError(

@@ -303,6 +303,7 @@ class TilePlan:
     target_mpp: float
     roi: tuple[int, int, int, int]  # level-0 x, y, w, h
     n_grid: int  # tiles before the tissue filter
+    extent: tuple[float, float] = (float("inf"), float("inf"))  # the slide, target px (w, h)
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -392,6 +393,7 @@ def plan_tiles(
         target_mpp=target_mpp,
         roi=(x0, y0, x1 - x0, y1 - y0),
         n_grid=int(cx0.size),
+        extent=(w0 / scale, h0 / scale),
     )
 
 

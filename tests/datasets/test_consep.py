@@ -10,7 +10,7 @@ import scipy.io as sio
 from PIL import Image
 
 from wsi_ccrl.datasets import consep
-from wsi_ccrl.datasets.common import paper_windows, write_store
+from wsi_ccrl.datasets.common import write_store
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.store import CellStore
 
@@ -111,20 +111,12 @@ def test_original7_is_merged_and_crops_are_centred(tmp_path):
 
     store = write_store(
         tmp_path / "s.zarr", consep.iter_tiles(files["train"], "original7"), ["train_1.png"],
-        {"dataset": "consep"}, scale=1.0, crop_size=16, min_window=4,
+        {"dataset": "consep"}, window_scale=2.0, crop_size=16, min_window=4,
     )  # fmt: skip
     crops = CellStore.open(store.path)["crops"][:]
     assert CellStore.open(store.path)["gt_class"][:].tolist() == [2, 3, 0]
-    # scale 1: the window is twice the cell, so the dark square fills the central half of its crop
+    # window_scale 2: the window is twice the cell, so the dark square fills the central half of its crop
     dark = crops[0].mean(axis=2) < 128
     ys, xs = np.nonzero(dark)
     assert abs(xs.mean() - 7.5) < 0.6 and abs(ys.mean() - 7.5) < 0.6
     assert 0.2 < dark.mean() < 0.3  # (1/2)^2 of the crop
-
-
-def test_paper_window_maths():
-    # box 10 wide, 4 high: padded by (scale/2)*10 = 5 per side at scale 1 -> long side 20
-    w = paper_windows(np.array([[0, 0, 10, 4]]), scale=1.0, min_window=0)
-    assert np.allclose(w, [[-5, -8, 15, 12]])
-    w0 = paper_windows(np.array([[0, 0, 10, 4]]), scale=0.0, min_window=0)
-    assert np.allclose(w0, [[0, -3, 10, 7]])  # scale 0: the box's long side

@@ -81,7 +81,7 @@ def test_store_with_box_windows(nucls_dir, tmp_path):
     files = nucls.split_tiles(nucls_dir)
     store = write_store(
         tmp_path / "n.zarr", nucls.iter_tiles(files["train"]), ["t"], {"dataset": "nucls"},
-        scale=0.0, crop_size=8, min_window=2,
+        window_scale=1.0, crop_size=8, min_window=2,
     )  # fmt: skip
     s = CellStore.open(store.path)
     assert s["gt_class"][:].tolist() == [0, 2, 0, 4, 1, 3]

@@ -13,6 +13,7 @@ from conftest import NO_MPP_SLIDE, ROOT, SAMPLE_SLIDE
 from scipy.spatial import cKDTree
 
 from wsi_ccrl.config import load_section
+from wsi_ccrl.crops import CROP_RULE
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.segment.evaluate import detection_score, match_centroids
 from wsi_ccrl.segment.pipeline import (
@@ -76,6 +77,7 @@ def test_sample_slide_store_is_plausible(dense_store):
     assert a["slide"]["mpp"] == pytest.approx(0.499) and a["slide"]["vendor"] == "aperio"
     assert a["segmenter"]["name"] == "watershed"
     assert a["crop"] == {
+        "rule": CROP_RULE,
         "crop_size": 32,
         "window_scale": 2.0,
         "min_window": 16,
@@ -107,6 +109,34 @@ def test_border_cells_stored_once(dense_store, tmp_path):
     assert len(cKDTree(tiled["centroid"][:]).query_pairs(2.0)) == 0
     score = detection_score(tiled["centroid"][:], single["centroid"][:], radius=1.0)
     assert score.recall > 0.97 and score.precision > 0.9, score
+
+
+def test_crops_at_slide_edges_and_tile_seams_hold_only_tissue(tmp_path):
+    """Tissue to the slide's edge, large nuclei on tile seams and at the edges: no crop may hold
+    a pixel that is not tissue (the old rule filled with white past the tile or the slide), and
+    every crop equals the one cut from a single tile covering the whole slide."""
+    img = np.empty((260, 300, 3), np.uint8)
+    img[:] = (215, 150, 195)  # eosin-pink tissue everywhere, no glass
+    img[:, ::7] = (200, 130, 180)  # texture, so a shifted or mirrored crop would not match
+    yy, xx = np.mgrid[:260, :300]
+    centres = [(x, y) for y in (9, 70, 130, 190, 251) for x in (9, 80, 150, 220, 291)]
+    for cx, cy in centres:  # radius 9 level-0 px = 36 target px across: windows of 72 px
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 <= 81] = (75, 40, 135)
+    slide = write_pyramidal_tiff(tmp_path / "edges.tif", img, mpp=0.5, levels=2, tile=128)
+    fixed = {"watershed": {"threshold": 0.04}}
+    tiled = segment_slide(slide, tmp_path / "a", cfg_for(tile_size=96, tile_overlap=16, **fixed))
+    whole = segment_slide(slide, tmp_path / "b", cfg_for(tile_size=1024, tile_overlap=16, **fixed))
+    assert tiled.attrs["tiles"]["count"] >= 25 and whole.attrs["tiles"]["count"] == 1
+    crops = tiled["crops"][:]
+    assert len(crops) >= len(centres)
+    white = (crops >= 240).all(axis=-1)
+    assert not white.any(), f"{white.any(axis=(1, 2)).sum()} crops hold white fill"
+    pi, ti = match_centroids(tiled["centroid"][:], whole["centroid"][:], radius=0.5)
+    same_box = (tiled["bbox"][:][pi] == whole["bbox"][:][ti]).all(axis=1)
+    assert same_box.sum() >= len(centres)
+    diff = np.abs(crops[pi[same_box]].astype(int) - whole["crops"][:][ti[same_box]])
+    # the same windows: only OpenCV's fixed-point warp of differently aligned reads differs
+    assert diff.mean() < 0.5 and diff.max() <= 10
 
 
 def test_synthetic_nuclei_across_tile_borders_exactly_once(tmp_path):

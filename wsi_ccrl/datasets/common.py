@@ -5,11 +5,9 @@ with class indices); :func:`write_store` turns them into a cell store in the sam
 ``segment`` writes, so that training, embedding and the baselines read benchmark data exactly as
 they read slides.
 
-Crop windows follow the paper (VOLTA's cell converter): the nucleus box padded on each side by
-``(scale / 2) · max(h, w)``. The long side of the padded box is then ``(1 + scale) · max(h, w)``;
-we take the square of that side centred on the box (``crop_windows(window_scale=1 + scale)``), so
-the short side gets the same context instead of being stretched — scale 1 (CoNSeP) gives a window
-twice the cell, scale 0 (NuCLS) the cell's box.
+Crops follow the one crop rule of ``wsi_ccrl.crops`` (the paper's adaptive window, shifted inside
+the image at its edges), with the same ``window_scale`` meaning as ``segment``: the window side is
+``window_scale`` times the nucleus box's longer side (2 on CoNSeP, 1 on NuCLS).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ccrl.contours import gather_polygons
-from wsi_ccrl.crops import crop_windows, extract_crops
+from wsi_ccrl.crops import CROP_RULE, crops_in_image
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.store import CellBatch, CellStore, CellStoreWriter, final_path
 
@@ -98,26 +96,12 @@ def nuclei_from_instance_map(inst_map: np.ndarray, inst_class: np.ndarray) -> Nu
     return nuclei.select(nuclei.gt_class >= 0)
 
 
-def paper_windows(bbox: np.ndarray, scale: float, min_window: float) -> np.ndarray:
-    """Square crop windows (x0, y0, x1, y1): the box padded by (scale/2)·max(h, w) per side.
-
-    Args:
-        bbox: (N, 4) x0, y0, x1, y1, exclusive ends.
-        scale: the paper's window scale (1 on CoNSeP, 0 on NuCLS).
-        min_window: smallest side, pixels.
-    """
-    bbox = np.asarray(bbox, np.float64).reshape(-1, 4)
-    centre = (bbox[:, :2] + bbox[:, 2:]) / 2.0
-    return crop_windows(centre, bbox, window_scale=1.0 + scale, min_window=min_window)
-
-
 def tile_to_batch(
-    tile: GroundTruthTile, tile_index: int, scale: float, crop_size: int, min_window: float
+    tile: GroundTruthTile, tile_index: int, window_scale: float, crop_size: int, min_window: float
 ) -> CellBatch:
     """One tile's nuclei as store rows, all crops cut in one call."""
     nuc = tile.nuclei
-    windows = paper_windows(nuc.bbox, scale, min_window)
-    crops = extract_crops(tile.image, windows, crop_size)
+    crops = crops_in_image(tile.image, nuc.bbox, crop_size, window_scale, min_window)
     n = len(nuc)
     return CellBatch(
         crops=crops,
@@ -140,7 +124,7 @@ def write_store(
     tiles: Iterable[GroundTruthTile],
     tile_names: list[str],
     attrs: dict[str, Any],
-    scale: float,
+    window_scale: float,
     crop_size: int,
     min_window: float = 8.0,
     chunk_cells: int = 4096,
@@ -150,11 +134,11 @@ def write_store(
     Args:
         tiles: the tiles, in the order of ``tile_names`` (the ``tile`` column indexes it).
         attrs: dataset description (``dataset``, ``classes``, ``split`` ...), stored as attrs.
-        scale: the paper's window scale; ``crop_size``: output side of the crops.
+        window_scale: window side / the nucleus box's longer side; ``crop_size``: output side.
     """
     from tqdm import tqdm
 
-    crop = {"rule": "box padded by scale/2*max(h,w) per side, square", "scale": scale}
+    crop = {"rule": CROP_RULE, "window_scale": window_scale}
     crop.update(crop_size=crop_size, min_window=min_window)
     writer = CellStoreWriter(
         path,
@@ -179,7 +163,7 @@ def write_store(
         disable=not progress_enabled(),
     )
     for i, tile in enumerate(bar):
-        batch = tile_to_batch(tile, i, scale, crop_size, min_window)
+        batch = tile_to_batch(tile, i, window_scale, crop_size, min_window)
         writer.add(batch, tiles=1)
         n_cells += len(batch)
     store = writer.finalize()
@@ -187,7 +171,9 @@ def write_store(
     return store
 
 
-def store_matches(path: str | Path, attrs: dict[str, Any], crop_size: int, scale: float) -> bool:
+def store_matches(
+    path: str | Path, attrs: dict[str, Any], crop_size: int, window_scale: float
+) -> bool:
     """True when a finished store at ``path`` was written from the same data and settings."""
     import json
 
@@ -201,7 +187,12 @@ def store_matches(path: str | Path, attrs: dict[str, Any], crop_size: int, scale
     old = store.attrs
     same_attrs = old.get("benchmark") == json.loads(json.dumps(attrs))
     crop = old.get("crop", {})
-    return same_attrs and crop.get("crop_size") == crop_size and crop.get("scale") == scale
+    return (
+        same_attrs
+        and crop.get("rule") == CROP_RULE
+        and crop.get("crop_size") == crop_size
+        and crop.get("window_scale") == window_scale
+    )
 
 
 def polygon_area_centroid(offsets: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,10 @@ never guessed from the numbers:
   does into miscellaneous / inflammatory / epithelial / spindle-shaped;
 - ``merged4``: data already merged (1 miscellaneous, 2 inflammatory, 3 epithelial, 4 spindle).
 
-Splits: ``official`` reads the ``Train`` and ``Test`` folders; ``tiles`` splits one folder by source
-tile, the number in ``train_<tile>_<k>.png`` (patches of one tile are correlated: never split them).
+Splits: ``official`` reads the ``Train`` and ``Test`` folders (the default when both exist);
+``tiles`` splits one folder by source tile, the number in ``train_<tile>_<k>.png`` (patches of one
+tile are correlated: never split them). Carved from Train, the held-back tiles are a validation
+split: the one hyper-parameters are chosen on.
 """
 
 from __future__ import annotations
@@ -107,6 +109,15 @@ def read_tile(image_path: Path, scheme: str) -> GroundTruthTile:
     return GroundTruthTile(image_path.name, image, nuclei, {"tile_id": tile_id(image_path.name)})
 
 
+def resolve_split(data_dir: str | Path, split: str) -> str:
+    """``auto`` → ``official`` when the folder has ``Train/`` and ``Test/``, else ``tiles``."""
+    if split != "auto":
+        return split
+    data_dir = Path(data_dir)
+    both = find_split_dir(data_dir, "train") and find_split_dir(data_dir, "test")
+    return "official" if both else "tiles"
+
+
 def split_images(
     data_dir: str | Path,
     split: str,
@@ -117,13 +128,15 @@ def split_images(
 
     Args:
         data_dir: the dataset root (holding ``Train``, and ``Test`` for the official split).
-        split: ``official`` | ``tiles``.
-        train_tiles, test_tiles: for ``tiles``, the source tiles of each split (disjoint).
+        split: ``official`` | ``tiles`` | ``auto`` (see :func:`resolve_split`).
+        train_tiles, test_tiles: for ``tiles``, the source tiles of each split (disjoint); the
+            "test" tiles are then a validation split carved from Train.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise WsiCcrlError(f"CoNSeP data folder not found: {data_dir}; {HOW_TO_GET}")
     train_dir = find_split_dir(data_dir, "train")
+    split = resolve_split(data_dir, split)
     if split == "official":
         test_dir = find_split_dir(data_dir, "test")
         if train_dir is None or test_dir is None:

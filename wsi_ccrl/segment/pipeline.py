@@ -3,7 +3,9 @@
 Per slide: open it (resolution checked first), mask the tissue on a thumbnail, plan tiles at the
 segmenter's resolution, then stream them: read a batch (the next batch is read while this one is
 segmented), segment it, keep the nuclei whose centroid lies in a tile's core, map them to level-0
-pixels, cut their crops from the tile in memory and append one ``CellBatch`` per tile. Nothing grows
+pixels, cut their crops from the tile in memory (read around the nucleus from the slide when its
+window passes the tile's margin; shifted inside the slide at its edges) and append one
+``CellBatch`` per tile. Nothing grows
 with the slide: the writer flushes a chunk at a time and records the tiles that are durable, so a
 re-run resumes after the last flushed tile and ends with the same store as an uninterrupted run.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wsi_ccrl.config import SegmentConfig, to_dict
-from wsi_ccrl.crops import crop_windows, extract_crops
+from wsi_ccrl.crops import CROP_RULE, crop_windows, extract_crops, fit_windows, inside
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.segment.base import Nuclei, Segmenter
@@ -87,6 +89,7 @@ def _segment_open_slide(
         "slide": slide.info.attrs(),
         "segmenter": seg.describe(),
         "crop": {
+            "rule": CROP_RULE,
             "crop_size": cfg.crop_size,
             "window_scale": cfg.window_scale,
             "min_window": cfg.min_window,
@@ -118,9 +121,13 @@ def _segment_open_slide(
         disable=not progress_enabled(),
         leave=False,
     )
+
+    def read_box(box: tuple[int, int, int, int]) -> np.ndarray:
+        return _read_box(slide, plan, box)[0]
+
     with bar:
         for tile, image, mapping, nuclei in _read_ahead(slide, plan, start, cfg.batch_size, seg):
-            writer.add(tile_cells(tile, image, mapping, nuclei, plan, cfg), tiles=1)
+            writer.add(tile_cells(tile, image, mapping, nuclei, plan, cfg, read_box), tiles=1)
             bar.update(1)
     store = writer.finalize()
     seconds = time.perf_counter() - t0
@@ -159,8 +166,11 @@ def make_plan(slide: Slide, cfg: SegmentConfig, target_mpp: float) -> TilePlan:
     )
 
 
-def _read_tile(slide: Slide, plan: TilePlan, tile: Tile) -> tuple[np.ndarray, tuple]:
-    x0, y0, x1, y1 = tile.read
+def _read_box(
+    slide: Slide, plan: TilePlan, box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, tuple]:
+    """The box (x0, y0, x1, y1) of target pixels, read at the target resolution."""
+    x0, y0, x1, y1 = box
     s = plan.scale
     return slide.read_scaled(x0 * s, y0 * s, x1 * s, y1 * s, x1 - x0, y1 - y0)
 
@@ -175,7 +185,7 @@ def _read_ahead(
     m = plan.crop_margin
 
     def read(batch):
-        return [_read_tile(slide, plan, t) for t in batch]
+        return [_read_box(slide, plan, t.read) for t in batch]
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(read, batches[0]) if batches else None
@@ -195,6 +205,7 @@ def tile_cells(
     nuclei: Nuclei,
     plan: TilePlan,
     cfg: SegmentConfig,
+    read_box: Callable[[tuple[int, int, int, int]], np.ndarray] | None = None,
 ) -> CellBatch:
     """The cells one tile owns, in level-0 pixels, with their crops.
 
@@ -203,8 +214,10 @@ def tile_cells(
         image: the tile as read, (H, W, 3) uint8 over ``tile.read``.
         mapping: (ox, oy, sx, sy) from read pixels to level 0 (``Slide.read_scaled``).
         nuclei: the segmenter's nuclei, in the frame of ``tile.seg`` (the image without margin).
-        plan: the tile plan (overlap, crop margin).
+        plan: the tile plan (overlap, crop margin, the slide's extent).
         cfg: crop rule.
+        read_box: reads a box of target pixels from the slide, for the few crop windows that
+            pass the tile's margin; without it those windows are shifted inside the tile.
     """
     m = plan.crop_margin
     if len(nuclei) == 0:
@@ -220,8 +233,7 @@ def tile_cells(
     nuc = nuclei.select(owned)
     centroid = nuc.centroid.astype(np.float64) + m
     bbox = nuc.bbox.astype(np.float64) + m
-    windows = crop_windows(centroid + 0.5, bbox, cfg.window_scale, cfg.min_window)
-    crops = extract_crops(image, windows, cfg.crop_size)
+    crops = _tile_crops(image, bbox, tile, plan, cfg, read_box)
     ox, oy, sx, sy = mapping
     scale = np.array([sx, sy])
     origin = np.array([ox, oy])
@@ -240,6 +252,33 @@ def tile_cells(
         contour_offsets=nuc.contour_offsets.astype(np.int64),
         contour_xy=xy0.astype(np.float32).reshape(-1, 2),
     )
+
+
+def _tile_crops(
+    image: np.ndarray,
+    bbox: np.ndarray,
+    tile: Tile,
+    plan: TilePlan,
+    cfg: SegmentConfig,
+    read_box: Callable[[tuple[int, int, int, int]], np.ndarray] | None,
+) -> np.ndarray:
+    """The crop rule on a slide: windows shifted inside the slide (never past its edge), cut from
+    the tile in memory, or read around the nucleus from the slide when they pass the tile."""
+    origin = np.array(tile.read[:2], np.float64)
+    windows = crop_windows(bbox + np.tile(origin, 2), cfg.window_scale, cfg.min_window)
+    windows = fit_windows(windows, *plan.extent) - np.tile(origin, 2)  # back to the read frame
+    h, w = image.shape[:2]
+    in_tile = inside(windows, w, h)
+    if read_box is None:  # no slide at hand: keep the window on the tile's real pixels
+        return extract_crops(image, fit_windows(windows, w, h), cfg.crop_size)
+    crops = np.empty((len(windows), cfg.crop_size, cfg.crop_size, 3), np.uint8)
+    crops[in_tile] = extract_crops(image, windows[in_tile], cfg.crop_size)
+    for i in np.flatnonzero(~in_tile):  # rare: large nuclei at the core's edge
+        gw = windows[i] + np.tile(origin, 2)
+        box = (*np.floor(gw[:2]).astype(int), *np.ceil(gw[2:]).astype(int))
+        region = read_box(tuple(int(v) for v in box))
+        crops[i] = extract_crops(region, (gw - np.tile(box[:2], 2))[None], cfg.crop_size)[0]
+    return crops
 
 
 def ensure_writable(folder: Path) -> None:

@@ -1,0 +1,273 @@
+"""CCRL's quick-profile choices, measured on the validation split (never on a test split).
+
+Each variant is the quick CoNSeP benchmark config (`configs/benchmark-consep-quick.yaml`) with some
+dotted overrides; it trains CCRL once on the train tiles (1–20 of the shared patches' Train) and
+scores the momentum embeddings of the validation tiles (21–27) with every way of turning
+embeddings into K-means features (`wsi_ccrl.features`): AMI / ARI, train→test and standalone, mean
+over 3 K-means seeds. Trained models are cached per variant, so re-running only re-scores.
+
+    python benchmarks/ccrl_ablation.py --variants base tau0.1 --out runs/ablation
+    python benchmarks/ccrl_ablation.py --list           # the variants and their overrides
+    python benchmarks/ccrl_ablation.py --edge-stats     # crops touching an image edge, old vs new
+
+Prints a Markdown table (and appends it to OUT/ablation.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "consep-patches"
+CONFIG = ROOT / "configs" / "benchmark-consep-quick.yaml"
+
+# name -> dotted overrides of the quick benchmark config (train.* are CCRL's settings)
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "paper-aug": {
+        "train.augment.jitter": [0.4, 0.4, 0.4, 0.1],
+        "train.augment.grayscale_p": 0.2,
+        "train.augment.crop_scale": [0.2, 1.0],
+        "train.augment.blur_sigma": [0.1, 2.0],
+    },
+    "no-jitter": {"train.augment.jitter_p": 0.0, "train.augment.grayscale_p": 0.0},
+    "tau0.1": {"train.temperature": 0.1},
+    "tau0.5": {"train.temperature": 0.5},
+    "m0.999": {"train.momentum": 0.999},
+    "m0.9": {"train.momentum": 0.9},
+    "queue2048": {"train.queue_size": 2048},
+    "batch128": {"train.batch_size": 128},
+    "epochs6": {"train.epochs": 6},
+    "epochs10": {"train.epochs": 10},
+    "crop48": {"crop_size": 48},
+    "stem-small": {"train.stem": "small", "train.max_steps": 200},
+    "no-local-global": {"train.augment.local_global": False},
+}
+
+
+def load_variant(name: str, extra: dict):
+    from wsi_ccrl.benchmark import load_benchmark_config
+
+    overrides = {**VARIANTS[name], **extra, "device": "cpu", "train.device": "cpu"}
+    return load_benchmark_config(CONFIG, overrides)
+
+
+def score_variant(name: str, args) -> list[dict]:
+    import dataclasses
+
+    from wsi_ccrl import benchmark as bm
+    from wsi_ccrl.datasets.common import load_cells
+    from wsi_ccrl.features import FEATURES
+    from wsi_ccrl.model_io import load_backbone
+    from wsi_ccrl.store import CellStore
+
+    cfg = bm.resolve_split(args.data_dir, load_variant(name, {}))
+    cfg = dataclasses.replace(cfg, seeds=tuple(args.kmeans_seeds))
+    files = bm.check_data(args.data_dir, cfg)
+    store_root = args.out / f"stores-{cfg.crop_size}px"
+    stores = bm.prepare_stores(args.data_dir, store_root, cfg, files)
+    train_store, val_store = CellStore.open(stores["train"]), CellStore.open(stores["test"])
+    train_cells = load_cells(train_store, bm.subsample(train_store.n_cells, cfg.max_train_cells, 0))
+    val_cells = load_cells(val_store)
+    y = val_cells.gt_class.astype(np.int64)
+    k = int(len(bm.dataset_classes(cfg)))
+    run_dir = args.out / name
+    t0 = time.time()
+    done = (run_dir / "models" / "ccrl-seed0" / "model.pt").is_file()
+    model = bm.train_ccrl(stores["train"], run_dir, "ccrl", bm.ccrl_runs(cfg)["ccrl"], 0)
+    seconds = time.time() - t0 if not done else _train_seconds(model)
+    rows = []
+    for encoder in args.encoders:
+        for bn in args.bn:
+            backbone, meta = load_backbone(model, encoder=encoder)
+            if bn == "recal":
+                recalibrate_bn(backbone, train_cells.crops)
+            for layer in args.layers:
+                tr_emb = embed_layers(backbone, train_cells.crops, layer)
+                val_emb = embed_layers(backbone, val_cells.crops, layer)
+                for how in args.features or FEATURES:
+                    rows.append(
+                        score_row(
+                            name,
+                            f"{encoder}{'+bn' if bn == 'recal' else ''}",
+                            layer,
+                            how,
+                            seconds,
+                            meta,
+                            tr_emb,
+                            val_emb,
+                            y,
+                            k,
+                            cfg,
+                        )
+                    )
+    return rows
+
+
+def score_row(name, encoder, layer, how, seconds, meta, tr_emb, val_emb, y, k, cfg) -> dict:
+    from wsi_ccrl import benchmark as bm
+    from wsi_ccrl.features import FeatureSpace
+
+    space = FeatureSpace(how).fit(tr_emb)
+    tr, te = space.transform(tr_emb), space.transform(val_emb)
+    summary = bm.summarize(bm.cluster_scores(tr, te, y, k, cfg.seeds, cfg.kmeans_n_init))
+    return {
+        "variant": name,
+        "encoder": encoder,
+        "layer": layer,
+        "features": how,
+        "train_s": round(seconds),
+        "loss": meta.get("training", {}).get("final_loss", float("nan")),
+        **{
+            f"{p}_{m}": 100 * summary[p][m]["mean"]
+            for p in ("train_to_test", "standalone")
+            for m in ("ami", "ari")
+        },
+    }
+
+
+def embed_layers(backbone, crops: np.ndarray, layer: str, batch_size: int = 512) -> np.ndarray:
+    """Pooled features of layer4 (the backbone's output), layer3, or both concatenated."""
+    import torch
+
+    from wsi_ccrl.embed import embed_crops
+
+    if layer == "layer4":
+        return embed_crops(backbone, crops, batch_size)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(crops), batch_size):
+            x = torch.from_numpy(np.asarray(crops[start : start + batch_size]))
+            x = (x.permute(0, 3, 1, 2).float() / 255 - backbone.mean) / backbone.std
+            h3 = backbone.layer3(backbone.layer2(backbone.layer1(backbone.stem(x))))
+            f3 = h3.mean(dim=(2, 3))
+            if layer == "layer3":
+                out.append(f3.numpy())
+                continue
+            f4 = torch.relu(backbone.bn(backbone.layer4(h3))).mean(dim=(2, 3))
+            out.append(torch.cat([f3, f4], 1).numpy())
+    return np.concatenate(out)
+
+
+def recalibrate_bn(backbone, crops: np.ndarray, batch_size: int = 256) -> None:
+    """Re-estimate every BatchNorm's running statistics on whole, un-augmented cells."""
+    import torch
+
+    for m in backbone.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over all batches
+    backbone.train()
+    with torch.no_grad():
+        for start in range(0, len(crops), batch_size):
+            x = torch.from_numpy(np.asarray(crops[start : start + batch_size]))
+            backbone(x.permute(0, 3, 1, 2).float().div_(255.0))
+    backbone.eval()
+
+
+def _train_seconds(model: Path) -> float:
+    import csv
+
+    path = model.parent / "metrics.csv"
+    with path.open() as fh:
+        return sum(float(r["seconds"]) for r in csv.DictReader(fh))
+
+
+def edge_stats(args) -> str:
+    """How many crops of the shared patches' cells would cross an image edge (the old rule filled
+    those pixels white), and the share of pure-white pixels in the stored crops now."""
+    from wsi_ccrl.crops import crop_windows
+    from wsi_ccrl.datasets import consep
+
+    images = consep.list_images(consep.find_split_dir(args.data_dir, "train"))
+    n = crossing = 0
+    white_old = []
+    for path in images:
+        tile = consep.read_tile(path, "merged4")
+        h, w = tile.image.shape[:2]
+        win = crop_windows(tile.nuclei.bbox, 2.0, 4.0)
+        out = np.maximum.reduce(
+            [-win[:, 0], -win[:, 1], win[:, 2] - w, win[:, 3] - h, np.zeros(len(win))]
+        )
+        n += len(win)
+        crossing += int((out > 0).sum())
+        side = win[:, 2] - win[:, 0]
+        # share of the window outside the image = share of white-filled pixels under the old rule
+        ix = np.clip(win[:, 2], 0, w) - np.clip(win[:, 0], 0, w)
+        iy = np.clip(win[:, 3], 0, h) - np.clip(win[:, 1], 0, h)
+        white_old.append(1 - ix * iy / side**2)
+    white_old = np.concatenate(white_old)
+    return (
+        f"| CoNSeP patches (Train, {len(images)} patches of 256²) | {n} cells | windows crossing "
+        f"an image edge: {100 * crossing / n:.1f} % | old rule: ≥ 2 % white fill in "
+        f"{100 * (white_old >= 0.02).mean():.1f} % of crops | new rule: 0 % (shifted inside) |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
+    parser.add_argument("--variants", nargs="+", default=["base"])
+    parser.add_argument("--encoders", nargs="+", default=["momentum"])
+    parser.add_argument("--features", nargs="+", default=None, help="default: all")
+    parser.add_argument("--bn", nargs="+", default=["trained", "recal"], help="BN statistics")
+    parser.add_argument("--layers", nargs="+", default=["layer4", "layer3", "layer3+4"])
+    parser.add_argument("--kmeans-seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--edge-stats", action="store_true")
+    args = parser.parse_args()
+    if args.list:
+        for name, over in VARIANTS.items():
+            print(f"{name}: {over}")
+        return
+    if args.edge_stats:
+        print(edge_stats(args))
+        return
+    import torch
+
+    from wsi_ccrl.log import configure_logging
+
+    configure_logging(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    header = (
+        "| variant | encoder | layer | features | train s | final loss | train→val AMI | ARI "
+        "| standalone AMI | ARI |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = []
+    for name in args.variants:
+        rows = score_variant(name, args)
+        for r in rows:
+            line = (
+                f"| {r['variant']} | {r['encoder']} | {r['layer']} | {r['features']} | {r['train_s']} "
+                f"| {r['loss']:.2f} | {r['train_to_test_ami']:.1f} | {r['train_to_test_ari']:.1f} "
+                f"| {r['standalone_ami']:.1f} | {r['standalone_ari']:.1f} |"
+            )
+            print(line, flush=True)
+            lines.append(line)
+        (args.out / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    machine = (
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"`python benchmarks/ccrl_ablation.py --variants {' '.join(args.variants)}`"
+    )
+    table = "\n".join([header, *lines, "", machine, ""])
+    print(table)
+    with (args.out / "ablation.md").open("a") as fh:
+        fh.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

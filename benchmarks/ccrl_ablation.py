@@ -33,6 +33,7 @@ CONFIG = ROOT / "configs" / "benchmark-consep-quick.yaml"
 # name -> dotted overrides of the quick benchmark config (train.* are CCRL's settings)
 VARIANTS: dict[str, dict] = {
     "base": {},
+    "edge-reflect": {},  # crops mirrored past the image edge instead of shifted inside
     "paper-aug": {
         "train.augment.jitter": [0.4, 0.4, 0.4, 0.1],
         "train.augment.grayscale_p": 0.2,
@@ -40,6 +41,18 @@ VARIANTS: dict[str, dict] = {
         "train.augment.blur_sigma": [0.1, 2.0],
     },
     "no-jitter": {"train.augment.jitter_p": 0.0, "train.augment.grayscale_p": 0.0},
+    "no-jitter-epochs6": {
+        "train.augment.jitter_p": 0.0,
+        "train.augment.grayscale_p": 0.0,
+        "train.epochs": 6,
+    },
+    "weak-aug": {
+        "train.augment.jitter_p": 0.0,
+        "train.augment.grayscale_p": 0.0,
+        "train.augment.crop_scale": [0.8, 1.0],
+        "train.augment.blur_p": 0.2,
+    },
+    "rot-reflect": {"train.augment.rotation_padding": "reflection"},
     "tau0.1": {"train.temperature": 0.1},
     "tau0.5": {"train.temperature": 0.5},
     "m0.999": {"train.momentum": 0.999},
@@ -73,8 +86,17 @@ def score_variant(name: str, args) -> list[dict]:
     cfg = bm.resolve_split(args.data_dir, load_variant(name, {}))
     cfg = dataclasses.replace(cfg, seeds=tuple(args.kmeans_seeds))
     files = bm.check_data(args.data_dir, cfg)
-    store_root = args.out / f"stores-{cfg.crop_size}px"
-    stores = bm.prepare_stores(args.data_dir, store_root, cfg, files)
+    if name == "edge-reflect":  # the store of the other edge rule (see edge_compare)
+        import wsi_ccrl.crops as crops
+
+        shift, crops.fit_windows = crops.fit_windows, lambda w, *a, **k: w
+        try:
+            stores = bm.prepare_stores(args.data_dir, args.out / "stores-edge-reflect", cfg, files)
+        finally:
+            crops.fit_windows = shift
+    else:
+        store_root = args.out / f"stores-{cfg.crop_size}px"
+        stores = bm.prepare_stores(args.data_dir, store_root, cfg, files)
     train_store, val_store = CellStore.open(stores["train"]), CellStore.open(stores["test"])
     train_cells = load_cells(train_store, bm.subsample(train_store.n_cells, cfg.max_train_cells, 0))
     val_cells = load_cells(val_store)
@@ -213,6 +235,90 @@ def edge_stats(args) -> str:
     )
 
 
+def edge_compare(args) -> list[str]:
+    """The two crop rules that never fill, compared with the fast baselines on validation:
+    windows shifted inside the image (the rule) vs mirrored past its edge (reflect)."""
+    import dataclasses
+
+    import wsi_ccrl.crops as crops
+    from wsi_ccrl import benchmark as bm
+    from wsi_ccrl.baselines import make_baseline
+    from wsi_ccrl.datasets.common import load_cells
+    from wsi_ccrl.store import CellStore
+
+    cfg = bm.resolve_split(args.data_dir, load_variant("base", {}))
+    cfg = dataclasses.replace(cfg, seeds=tuple(args.kmeans_seeds))
+    files = bm.check_data(args.data_dir, cfg)
+    shift = crops.fit_windows
+    lines = []
+    for rule in ("shift", "reflect"):
+        crops.fit_windows = shift if rule == "shift" else (lambda w, *a, **k: w)
+        try:
+            stores = bm.prepare_stores(args.data_dir, args.out / f"stores-edge-{rule}", cfg, files)
+        finally:
+            crops.fit_windows = shift
+        train_store, val_store = CellStore.open(stores["train"]), CellStore.open(stores["test"])
+        idx = bm.subsample(train_store.n_cells, cfg.max_train_cells, 0)
+        train_cells, val_cells = load_cells(train_store, idx), load_cells(val_store)
+        y = val_cells.gt_class.astype(np.int64)
+        for model in ("raw_pixels", "manual"):
+            base = make_baseline(model, 0).fit(train_cells)
+            tr, te = bm.scale_features(
+                model, base.transform(train_cells), base.transform(val_cells)
+            )
+            s = bm.summarize(bm.cluster_scores(tr, te, y, 4, cfg.seeds, cfg.kmeans_n_init))
+            line = (
+                f"| {rule} | {model} | {100 * s['train_to_test']['ami']['mean']:.1f} "
+                f"| {100 * s['train_to_test']['ari']['mean']:.1f} "
+                f"| {100 * s['standalone']['ami']['mean']:.1f} "
+                f"| {100 * s['standalone']['ari']['mean']:.1f} |"
+            )
+            print(line, flush=True)
+            lines.append(line)
+    return lines
+
+
+def report(out: Path, variants: list[str]) -> str:
+    """One line per trained variant (from OUT/<variant>.json): the shipped read-out (momentum
+    encoder, layer4, l2) and the other read-outs measured on the same model."""
+    cols = [  # (label, encoder, layer, features)
+        ("layer4 l2 (shipped)", "momentum", "layer4", "l2"),
+        ("layer4 whiten", "momentum", "layer4", "whiten"),
+        ("layer4 raw", "momentum", "layer4", "raw"),
+        ("layer3 l2", "momentum", "layer3", "l2"),
+        ("BN re-estimated, layer4 l2", "momentum+bn", "layer4", "l2"),
+    ]
+    head = "| variant | overrides | train s | loss | " + " | ".join(c[0] for c in cols) + " |"
+    lines = [head, "|" + "---|" * (4 + len(cols))]
+    for name in variants:
+        path = out / f"{name}.json"
+        if not path.is_file():
+            continue
+        rows = json.loads(path.read_text())
+        if not isinstance(rows, list):  # an interrupted older run: re-score it
+            continue
+        cells = []
+        for _, enc, layer, how in cols:
+            hit = [
+                r
+                for r in rows
+                if r["encoder"] == enc
+                and r.get("layer", "layer4") == layer
+                and r["features"] == how
+            ]
+            cells.append(
+                f"{hit[0]['train_to_test_ami']:.1f} / {hit[0]['train_to_test_ari']:.1f}"
+                if hit
+                else "–"
+            )
+        over = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in VARIANTS[name].items()) or "–"
+        r0 = rows[0]
+        lines.append(
+            f"| {name} | {over} | {r0['train_s']} | {r0['loss']:.2f} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
@@ -226,6 +332,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--edge-stats", action="store_true")
+    parser.add_argument("--edge-compare", action="store_true")
+    parser.add_argument("--report", action="store_true", help="table of the cached results")
     args = parser.parse_args()
     if args.list:
         for name, over in VARIANTS.items():
@@ -233,6 +341,14 @@ def main() -> None:
         return
     if args.edge_stats:
         print(edge_stats(args))
+        return
+    if args.report:
+        print(report(args.out, list(VARIANTS)))
+        return
+    if args.edge_compare:
+        print("| edge rule | model | train→val AMI | ARI | standalone AMI | ARI |")
+        print("|---|---|---:|---:|---:|---:|")
+        edge_compare(args)
         return
     import torch
 

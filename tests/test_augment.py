@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from kornia.augmentation import RandomResizedCrop, RandomRotation
+from kornia.augmentation import RandomAffine, RandomResizedCrop
 
 from wsi_ccrl.augment import CellViews, blur_kernel_size
 from wsi_ccrl.config import AugmentConfig
@@ -36,8 +36,8 @@ def test_dtype_range_shape_and_independent_parameters(crops):
     boxes = crop._params["src"]  # (B, 4, 2) source corners of each sample's crop
     assert len({tuple(b.flatten().tolist()) for b in boxes}) == 16
     for pipeline in (views.query, views.key):
-        rot = next(m for m in pipeline if isinstance(m, RandomRotation))
-        angles = rot._params["degrees"]
+        rot = next(m for m in pipeline if isinstance(m, RandomAffine))
+        angles = rot._params["angle"]
         assert len(set(angles.tolist())) == 16
         assert angles.min() >= 0.0 and angles.max() <= 180.0
     assert not torch.equal(q, k)
@@ -81,3 +81,14 @@ def test_blur_kernel_fits_the_crop():
     assert blur_kernel_size(2.0, 32) == 9
     assert blur_kernel_size(2.0, 8) == 7
     assert blur_kernel_size(0.1, 32) == 3
+
+
+def test_rotation_padding_reflection_invents_no_black_corners():
+    """A rotated pink crop keeps pink corners with reflection padding; zeros leaves them black."""
+    pink = torch.tensor([215, 150, 195], dtype=torch.uint8).expand(8, 32, 32, 3).contiguous()
+    base = {**NO_OP, "local_global": False, "rotation": (45.0, 45.0)}
+    dark = {}
+    for padding in ("zeros", "reflection"):
+        q, _ = CellViews(AugmentConfig(**base, rotation_padding=padding), 32)(pink, seed=0)
+        dark[padding] = (q.amin(dim=1) < 0.3).float().mean().item()
+    assert dark["zeros"] > 0.1 and dark["reflection"] == 0.0

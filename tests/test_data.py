@@ -24,8 +24,12 @@ def row_ids(batch: np.ndarray, crops: np.ndarray) -> list[int]:
 
 def test_bad_stores_fail_with_one_clear_line(tmp_path, real, consep_store):
     empty = write_store(tmp_path / "empty.zarr", real[:0])
-    with pytest.raises(WsiCcrlError, match="no cells"):
+    with pytest.raises(WsiCcrlError, match="all 1 cell store"):
         open_stores([empty])
+    # one blank slide in a cohort: skipped with a warning, the others train
+    assert [s.path for s in open_stores([consep_store, empty])] == [
+        CellStore.open(consep_store).path
+    ]
     small = write_store(tmp_path / "small.zarr", real[:4, ::2, ::2])
     with pytest.raises(WsiCcrlError, match="different crop sizes"):
         open_stores([consep_store, small])

@@ -98,7 +98,7 @@ def _empty_store(path):
     "case, message",
     [
         ("crop", "24 px crops but the model was trained on 32 px"),
-        ("empty", "has no cells"),
+        ("empty", "all 1 cell store"),
         ("k", "k=50 clusters but only 10 cells"),
         ("names", "not valid YAML"),
         ("kmeans_k", "has k=4 but k=3 was asked"),
@@ -118,7 +118,7 @@ def test_bad_input_one_line_nothing_written(
     if case == "crop":
         stores = [small_store_factory("c24", patches=("train_10_000",), max_cells=3, crop_size=24)]
     elif case == "empty":
-        stores = [store, _empty_store(tmp_path / "empty.zarr")]
+        stores = [_empty_store(tmp_path / "empty.zarr")]
     elif case == "k":
         cfg = LabelConfig(k=50)
     elif case == "names":
@@ -169,6 +169,19 @@ def test_embeddings_are_reused_only_from_the_same_model(
     CellStore.open(store, mode="r+").update_attrs(embedding={"model_sha256": "0" * 64})
     third = label_stores(random_model_file, [store], tmp_path / "three", cfg)
     assert third.slides[0].embedded
+
+
+def test_an_empty_store_in_a_cohort_is_skipped_with_a_warning(
+    small_store_factory, random_model_file, tmp_path, caplog
+):
+    store = small_store_factory("cells", patches=("train_10_000",), max_cells=6)
+    empty = _empty_store(tmp_path / "blank.zarr")
+    cfg = dataclasses.replace(CFG, k=2, export=("csv",))
+    summary = label_stores(random_model_file, [store, empty], tmp_path / "out", cfg)
+    assert [r.stem for r in summary.slides] == ["cells"]
+    assert "blank.zarr has no cells" in caplog.text
+    assert (tmp_path / "out" / "cells.csv").is_file()
+    assert not (tmp_path / "out" / "blank.csv").exists()
 
 
 @pytest.mark.parametrize(

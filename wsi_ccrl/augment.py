@@ -44,7 +44,7 @@ def view_pipeline(cfg: AugmentConfig, crop_size: int, local: bool) -> nn.Sequent
         ),
         K.RandomHorizontalFlip(p=cfg.flip_p),
         K.RandomVerticalFlip(p=cfg.flip_p),
-        K.RandomRotation(tuple(cfg.rotation), p=1.0),
+        K.RandomAffine(tuple(cfg.rotation), padding_mode=cfg.rotation_padding, p=1.0),
     ]
     return nn.Sequential(*steps)
 

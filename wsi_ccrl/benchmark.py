@@ -8,8 +8,9 @@
 4. AMI, ARI and Purity against the test classes; mean ± std over seeds (and CCRL training seeds).
 
 Feature scaling is fixed per family, never chosen by score: hand-made features (morphological,
-manual) are z-scored with train statistics, deep features (CCRL, ImageNet) L2-normalised, PCA
-pixels used as they are.
+manual) and the generative models' codes are z-scored with train statistics, ImageNet features
+L2-normalised, PCA pixels used as they are; CCRL embeddings go through the same feature map that
+``wsi-ccrl label`` clusters with (``features``, ``wsi_ccrl.features``).
 """
 
 from __future__ import annotations
@@ -80,10 +81,6 @@ PAPER = {
         "ccrl_query_encoder": (21.1, 19.2, 67.2),
         "ccrl_no_predictor": (22.0, 20.9, 68.1),
     },
-}
-PAPER_OTHERS: dict[str, dict[str, tuple[float, float, float]]] = {  # paper baselines not run
-    "consep": {},
-    "nucls": {},
 }
 
 
@@ -207,7 +204,7 @@ def scale_features(model: str, train: np.ndarray, test: np.ndarray):
         mean, std = train.mean(0), train.std(0)
         std[std < 1e-8] = 1.0
         return (train - mean) / std, (test - mean) / std
-    if model.startswith("ccrl") or model == "imagenet":
+    if model == "imagenet":
         return l2_normalize(train), l2_normalize(test)
     return train, test
 
@@ -496,8 +493,10 @@ def format_table(results: dict[str, Any]) -> str:
             f"| {_pm(b['ami'])} | {_pm(b['ari'])} | {_pm(b['purity'])} | {ptxt} "
             f"| {results['timings_s'][model]:g} |"
         )
-    for name, p in PAPER_OTHERS[ds].items():
-        lines.append(f"| {name} (not run) | | | | | | | {' | '.join(f'{v:g}' for v in p)} | |")
+    for model in results["skipped"]:  # still a row of Table 2: the paper's numbers beside it
+        p = paper.get(model)
+        ptxt = " | ".join(f"{v:g}" for v in p) if p else "– | – | –"
+        lines.append(f"| {LABELS[model]} (not run, see below) | – | – | – | – | – | – | {ptxt} | |")
     for why in results["skipped"].values():
         lines.append(f"\n{why}")
     m = results["machine"]

@@ -104,8 +104,13 @@ class AugmentConfig:
     blur_p: float = 0.5
     flip_p: float = 0.5
     rotation: tuple[float, float] = (0.0, 180.0)
+    rotation_padding: str = "zeros"  # corners a rotation uncovers: zeros (black) | reflection
 
     def validate(self) -> None:
+        if self.rotation_padding not in ("zeros", "reflection"):
+            raise ConfigError(
+                f"train.augment.rotation_padding: zeros or reflection, got {self.rotation_padding!r}"
+            )
         if self.crop_branch not in ("key", "query"):
             raise ConfigError(f"train.augment.crop_branch: key or query, got {self.crop_branch!r}")
         lo, hi = self.crop_scale

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_ccrl.errors import WsiCcrlError
-from wsi_ccrl.store import CellStore
+from wsi_ccrl.store import CellStore, drop_empty
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,10 @@ class Chunk:
 
 
 def open_stores(paths: list[Path], crop_size: int | None = None) -> list[CellStore]:
-    """Open and check the training stores: none empty, one crop size, the config's crop size."""
+    """Open and check the training stores: empty ones skipped, one crop size, the config's."""
     if not paths:
         raise WsiCcrlError("no cell stores given (--data)")
-    stores = [CellStore.open(p) for p in paths]
-    for s in stores:
-        if s.n_cells == 0:
-            raise WsiCcrlError(f"cell store has no cells: {s.path}")
+    stores = drop_empty([CellStore.open(p) for p in paths])
     sizes = {s.crop_size for s in stores}
     if len(sizes) > 1:
         listing = ", ".join(f"{s.path.name}: {s.crop_size} px" for s in stores)

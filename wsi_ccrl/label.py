@@ -21,7 +21,7 @@ from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.export import write_csv, write_geojson
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.palette import ClusterStyles, cluster_styles
-from wsi_ccrl.store import CellStore, find_stores
+from wsi_ccrl.store import CellStore, drop_empty, find_stores
 from wsi_ccrl.visualize import draw_gallery, draw_overview
 
 log = get_logger(__name__)
@@ -178,7 +178,7 @@ def label_stores(
 
 
 def _open_stores(stores: list[str | Path], crop_size: int) -> list[CellStore]:
-    """Open every store for writing; refuse empty stores, foreign crop sizes, clashing names."""
+    """Open every store for writing; skip empty stores, refuse foreign crop sizes, clashing names."""
     opened = [CellStore.open(p, mode="r+") for p in find_stores(list(stores))]
     stems = [store_stem(s.path) for s in opened]
     dup = next((s for s in stems if stems.count(s) > 1), None)
@@ -186,9 +186,8 @@ def _open_stores(stores: list[str | Path], crop_size: int) -> list[CellStore]:
         raise WsiCcrlError(
             f"two stores are named {dup!r}; their exports would overwrite each other"
         )
+    opened = drop_empty(opened)
     for store in opened:
-        if store.n_cells == 0:
-            raise WsiCcrlError(f"{store.path} has no cells (nothing was segmented)")
         if store.crop_size != crop_size:
             raise WsiCcrlError(
                 f"{store.path} has {store.crop_size} px crops but the model was trained on "

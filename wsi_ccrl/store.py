@@ -32,6 +32,9 @@ from zarr.codecs import BloscCodec
 
 from wsi_ccrl.contours import gather_polygons
 from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.log import get_logger
+
+log = get_logger(__name__)
 
 SCHEMA_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
@@ -414,6 +417,18 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def drop_empty(stores: list[CellStore]) -> list[CellStore]:
+    """The stores that hold cells; one warning line per empty one (a blank slide must not stop a
+    cohort), and one error when none is left."""
+    kept = [s for s in stores if s.n_cells > 0]
+    for s in stores:
+        if s.n_cells == 0:
+            log.warning("%s has no cells (nothing was segmented); skipping it", s.path)
+    if stores and not kept:
+        raise WsiCcrlError(f"all {len(stores)} cell store(s) are empty: nothing to work on")
+    return kept
 
 
 def find_stores(paths: list[str | Path]) -> list[Path]:

@@ -22,12 +22,12 @@
 Sizes and step counts are fixed (never tuned on scores) to fit about 2 minutes of training each
 on the 2-core CPU the quick benchmark runs on, whatever the number of train cells: there, with the
 machine nearly idle (load ~1), a training step took 114 ms for the DCAE (batch 128) and 113 ms for
-the InfoGAN (batch 64), so ~115 s for each one's 1,000 steps; fitting both on the 14,405 crops of CoNSeP train
-tiles 1-20 while two other trainings shared the 2 cores (load ~4) took 654 s and 568 s. Crops of
-any square side that is a multiple of 8 work (the networks go down to and up from side / 8).
-Training is deterministic from ``seed`` on the CPU: weights are initialised under ``torch.manual_seed`` (the
-caller's global RNG is restored afterwards) and a ``torch.Generator`` draws the data order and the
-latent codes.
+the InfoGAN (batch 64), so ~115 s for each one's 1,000 steps; fitting them on the 14,405 crops of
+CoNSeP train tiles 1-20 while two other trainings shared the 2 cores (load ~4) took 654 s and
+568 s. Crops of any square side that is a multiple of 8 work (the networks go down to side / 8).
+Training is deterministic from ``seed`` on the CPU: weights are initialised under
+``torch.manual_seed`` (the caller's global RNG is restored afterwards) and a ``torch.Generator``
+draws the data order and the latent codes.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def crops_tensor(crops: np.ndarray, device: str | torch.device) -> torch.Tensor:
         raise WsiCcrlError(f"expected (n, S, S, 3) RGB crops, got shape {crops.shape}")
     if crops.shape[1] % 8:
         raise WsiCcrlError(
-            f"the generative baselines need a crop side that is a multiple of 8, got {crops.shape[1]}"
+            f"the generative baselines need a crop side that is a multiple of 8, "
+            f"got {crops.shape[1]}"
         )
     x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.uint8))
     return x.permute(0, 3, 1, 2).contiguous().to(device)

@@ -16,6 +16,7 @@ Prints a Markdown table (and appends it to OUT/ablation.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ CONFIG = ROOT / "configs" / "benchmark-consep-quick.yaml"
 # name -> dotted overrides of the quick benchmark config (train.* are CCRL's settings)
 VARIANTS: dict[str, dict] = {
     "base": {},
-    "edge-reflect": {},  # crops mirrored past the image edge instead of shifted inside
+    "edge-shift": {},  # crops shifted inside the image instead of mirrored past its edge
     "paper-aug": {
         "train.augment.jitter": [0.4, 0.4, 0.4, 0.1],
         "train.augment.grayscale_p": 0.2,
@@ -86,14 +87,9 @@ def score_variant(name: str, args) -> list[dict]:
     cfg = bm.resolve_split(args.data_dir, load_variant(name, {}))
     cfg = dataclasses.replace(cfg, seeds=tuple(args.kmeans_seeds))
     files = bm.check_data(args.data_dir, cfg)
-    if name == "edge-reflect":  # the store of the other edge rule (see edge_compare)
-        import wsi_ccrl.crops as crops
-
-        shift, crops.fit_windows = crops.fit_windows, lambda w, *a, **k: w
-        try:
-            stores = bm.prepare_stores(args.data_dir, args.out / "stores-edge-reflect", cfg, files)
-        finally:
-            crops.fit_windows = shift
+    if name == "edge-shift" or args.edge == "shift":  # the rejected rule's stores
+        with shifted_crops():
+            stores = bm.prepare_stores(args.data_dir, args.out / "stores-edge-shift", cfg, files)
     else:
         store_root = args.out / f"stores-{cfg.crop_size}px"
         stores = bm.prepare_stores(args.data_dir, store_root, cfg, files)
@@ -231,16 +227,36 @@ def edge_stats(args) -> str:
     return (
         f"| CoNSeP patches (Train, {len(images)} patches of 256²) | {n} cells | windows crossing "
         f"an image edge: {100 * crossing / n:.1f} % | old rule: ≥ 2 % white fill in "
-        f"{100 * (white_old >= 0.02).mean():.1f} % of crops | new rule: 0 % (shifted inside) |"
+        f"{100 * (white_old >= 0.02).mean():.1f} % of crops | new rule: 0 % (mirrored from the image) |"
     )
+
+
+@contextlib.contextmanager
+def shifted_crops():
+    """The rejected edge rule, for measuring it: windows shifted inside the image (keeping their
+    size) instead of mirrored past its edge."""
+    import wsi_ccrl.datasets.common as common
+    from wsi_ccrl.crops import crop_windows, extract_crops
+
+    def shifted(image, bbox, crop_size, window_scale, min_window):
+        h, w = image.shape[:2]
+        win = crop_windows(bbox, window_scale, min_window)
+        side = win[:, 2:] - win[:, :2]
+        start = np.clip(win[:, :2], 0, np.maximum(np.array([w, h]) - side, 0))
+        return extract_crops(image, np.concatenate([start, start + side], 1), crop_size)
+
+    mirrored, common.crops_in_image = common.crops_in_image, shifted
+    try:
+        yield
+    finally:
+        common.crops_in_image = mirrored
 
 
 def edge_compare(args) -> list[str]:
     """The two crop rules that never fill, compared with the fast baselines on validation:
-    windows shifted inside the image (the rule) vs mirrored past its edge (reflect)."""
+    windows mirrored past the image edge (the rule) vs shifted inside the image."""
     import dataclasses
 
-    import wsi_ccrl.crops as crops
     from wsi_ccrl import benchmark as bm
     from wsi_ccrl.baselines import make_baseline
     from wsi_ccrl.datasets.common import load_cells
@@ -249,14 +265,10 @@ def edge_compare(args) -> list[str]:
     cfg = bm.resolve_split(args.data_dir, load_variant("base", {}))
     cfg = dataclasses.replace(cfg, seeds=tuple(args.kmeans_seeds))
     files = bm.check_data(args.data_dir, cfg)
-    shift = crops.fit_windows
     lines = []
     for rule in ("shift", "reflect"):
-        crops.fit_windows = shift if rule == "shift" else (lambda w, *a, **k: w)
-        try:
+        with shifted_crops() if rule == "shift" else contextlib.nullcontext():
             stores = bm.prepare_stores(args.data_dir, args.out / f"stores-edge-{rule}", cfg, files)
-        finally:
-            crops.fit_windows = shift
         train_store, val_store = CellStore.open(stores["train"]), CellStore.open(stores["test"])
         idx = bm.subsample(train_store.n_cells, cfg.max_train_cells, 0)
         train_cells, val_cells = load_cells(train_store, idx), load_cells(val_store)
@@ -333,6 +345,7 @@ def main() -> None:
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--edge-stats", action="store_true")
     parser.add_argument("--edge-compare", action="store_true")
+    parser.add_argument("--edge", choices=["reflect", "shift"], default="reflect")
     parser.add_argument("--report", action="store_true", help="table of the cached results")
     args = parser.parse_args()
     if args.list:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from wsi_ccrl.crops import crop_windows, crops_in_image, extract_crops, fit_windows, inside
+from wsi_ccrl.crops import crop_windows, crops_in_image, extract_crops, inside
 
 
 def test_window_is_scale_times_the_longer_side_centred_on_the_box():
@@ -14,13 +14,9 @@ def test_window_is_scale_times_the_longer_side_centred_on_the_box():
     np.testing.assert_allclose(crop_windows([[0, 0, 10, 4]], 2.0, 0), [[-5, -8, 15, 12]])
 
 
-def test_fit_windows_shifts_inside_and_keeps_the_size():
-    w = np.array([[-5.0, 10, 15, 30], [90, 95, 110, 115], [40, 40, 60, 60], [-10, 0, 130, 20]])
-    fitted = fit_windows(w, 100, 100)
-    np.testing.assert_allclose(fitted[:3], [[0, 10, 20, 30], [80, 80, 100, 100], [40, 40, 60, 60]])
-    np.testing.assert_allclose(fitted[3], [-20, 0, 120, 20])  # wider than the image: centred
-    np.testing.assert_allclose(fitted[:, 2] - fitted[:, 0], w[:, 2] - w[:, 0])
-    assert inside(fitted[:3], 100, 100).all() and not inside(fitted[3:], 100, 100).any()
+def test_inside():
+    w = np.array([[0.0, 0, 10, 10], [-1, 0, 9, 10], [5, 5, 12, 9]])
+    assert inside(w, 12, 10).tolist() == [True, False, True]
 
 
 def test_identity_resample_and_centering():
@@ -44,18 +40,17 @@ def test_downsampling_averages_and_the_outside_is_mirrored_never_filled():
     assert extract_crops(img, np.zeros((0, 4)), 8).shape == (0, 8, 8, 3)
 
 
-def test_crops_at_image_edges_hold_only_image_pixels():
-    """Nuclei touching every edge and corner of a tissue image: each crop is a real sub-image."""
+def test_crops_at_image_edges_are_mirrored_image_pixels():
+    """Nuclei touching every edge and corner: each crop is the image mirrored past its edge,
+    the nucleus stays centred, and no pixel is a fill value."""
     rng = np.random.default_rng(1)
     img = rng.integers(0, 230, (64, 80, 3), dtype=np.uint8)
-    boxes = np.array(
-        [[0, 0, 6, 6], [74, 0, 80, 8], [0, 58, 5, 64], [70, 54, 80, 64], [30, 0, 40, 4]]
-    )
+    boxes = np.array([[0, 0, 6, 6], [74, 0, 80, 8], [0, 58, 6, 64], [70, 54, 80, 64], [30, 0, 40, 4]])
     crops = crops_in_image(img, boxes, crop_size=16, window_scale=2.0, min_window=16)
-    for crop, box in zip(crops, boxes, strict=True):
-        side = max(2 * max(box[2] - box[0], box[3] - box[1]), 16)
-        x0 = int(np.clip((box[0] + box[2] - side) / 2, 0, 80 - side))
-        y0 = int(np.clip((box[1] + box[3] - side) / 2, 0, 64 - side))
-        if side == 16:  # an integer window at crop size: the crop is the image itself
-            np.testing.assert_array_equal(crop, img[y0 : y0 + 16, x0 : x0 + 16])
-        assert crop.max() < 230
+    pad = 20
+    mirrored = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    windows = crop_windows(boxes, 2.0, 16)
+    for crop, (x0, y0, x1, y1) in zip(crops, windows.astype(int), strict=True):
+        if x1 - x0 == 16:  # an integer window at crop size: the crop is the mirrored image
+            np.testing.assert_array_equal(crop, mirrored[y0 + pad : y1 + pad, x0 + pad : x1 + pad])
+    assert crops.max() < 230

@@ -6,11 +6,11 @@ resized to ``crop_size``. ``window_scale = 2`` is the paper's CoNSeP setting (th
 its size per side), ``1`` its NuCLS one (the box itself).
 
 Crops never contain invented pixels. A constant fill where a window leaves the image was measured
-to be a shortcut that both contrastive training and K-means latch onto, so a window that would
-cross an image (or slide) edge is shifted back inside it (``fit_windows``): the nucleus sits off
-centre, but every pixel is real tissue. Only a window larger than the image itself cannot fit; its
-overhang is mirrored (reflect) rather than filled. Resampling is torchvision's ``roi_align``
-(area-averaging bilinear samples), one call for every cell.
+to be a shortcut that both contrastive training and K-means latch onto; instead the part of a
+window past the image (or slide) edge is mirrored from the image (``reflect``), so the nucleus
+stays centred and every pixel is one of the image's. Mirroring beat shifting the window inside the
+image for CCRL on the validation split (AMI 21.5 vs 15.1, BENCHMARKS.md "Crops"). Resampling is
+torchvision's ``roi_align`` (area-averaging bilinear samples), one call for every cell.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 # recorded in every store's ``crop`` attribute
 CROP_RULE = (
     "square window centred on the nucleus box, side = window_scale * max(box w, h) (>= "
-    "min_window), shifted inside the image at its edges, overhang of a window larger than the "
-    "image mirrored; resampled with roi_align"
+    "min_window); the part past the image or slide edge mirrored (reflect); resampled with "
+    "roi_align"
 )
 
 
@@ -42,22 +42,6 @@ def crop_windows(
     return np.concatenate([centre - half, centre + half], axis=1)
 
 
-def fit_windows(windows: np.ndarray, width: float, height: float, x0: float = 0, y0: float = 0):
-    """Shift each window inside the box [x0, x0 + width) x [y0, y0 + height), keeping its size.
-
-    A window wider (or taller) than the box is centred on it instead (its overhang is then mirrored
-    by ``extract_crops``).
-    """
-    windows = np.asarray(windows, np.float64).reshape(-1, 4).copy()
-    for axis, (lo, size) in enumerate(((x0, width), (y0, height))):
-        a, b = windows[:, axis], windows[:, axis + 2]
-        side = b - a
-        start = np.clip(a, lo, lo + size - side)
-        start = np.where(side > size, lo + (size - side) / 2.0, start)
-        windows[:, axis], windows[:, axis + 2] = start, start + side
-    return windows
-
-
 def inside(windows: np.ndarray, width: float, height: float) -> np.ndarray:
     """(N,) bool: the window lies within [0, width] x [0, height]."""
     w = np.asarray(windows, np.float64).reshape(-1, 4)
@@ -67,9 +51,8 @@ def inside(windows: np.ndarray, width: float, height: float) -> np.ndarray:
 def extract_crops(image: np.ndarray, windows: np.ndarray, crop_size: int) -> np.ndarray:
     """Resample every window of ``image`` to a ``crop_size`` square, in one vectorised call.
 
-    Windows are taken as given; pass them through ``fit_windows`` first to keep them inside the
-    image. Whatever still lies outside is mirrored from the image (numpy's ``reflect``), never a
-    constant.
+    Whatever part of a window lies outside the image is mirrored from it (numpy's ``reflect``),
+    never a constant.
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -105,7 +88,5 @@ def extract_crops(image: np.ndarray, windows: np.ndarray, crop_size: int) -> np.
 def crops_in_image(
     image: np.ndarray, bbox: np.ndarray, crop_size: int, window_scale: float, min_window: float
 ) -> np.ndarray:
-    """The crop rule on one image: windows from the boxes, fitted inside the image, resampled."""
-    h, w = image.shape[:2]
-    windows = fit_windows(crop_windows(bbox, window_scale, min_window), w, h)
-    return extract_crops(image, windows, crop_size)
+    """The crop rule on one image: windows from the boxes, mirrored past its edges, resampled."""
+    return extract_crops(image, crop_windows(bbox, window_scale, min_window), crop_size)

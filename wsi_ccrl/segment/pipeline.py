@@ -4,8 +4,8 @@ Per slide: open it (resolution checked first), mask the tissue on a thumbnail, p
 segmenter's resolution, then stream them: read a batch (the next batch is read while this one is
 segmented), segment it, keep the nuclei whose centroid lies in a tile's core, map them to level-0
 pixels, cut their crops from the tile in memory (read around the nucleus from the slide when its
-window passes the tile's margin; shifted inside the slide at its edges) and append one
-``CellBatch`` per tile. Nothing grows
+window passes the tile's margin; mirrored past the slide's edge) and append one ``CellBatch`` per
+tile. Nothing grows
 with the slide: the writer flushes a chunk at a time and records the tiles that are durable, so a
 re-run resumes after the last flushed tile and ends with the same store as an uninterrupted run.
 """
@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wsi_ccrl.config import SegmentConfig, to_dict
-from wsi_ccrl.crops import CROP_RULE, crop_windows, extract_crops, fit_windows, inside
+from wsi_ccrl.crops import CROP_RULE, crop_windows, extract_crops, inside
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.segment.base import Nuclei, Segmenter
@@ -217,7 +217,7 @@ def tile_cells(
         plan: the tile plan (overlap, crop margin, the slide's extent).
         cfg: crop rule.
         read_box: reads a box of target pixels from the slide, for the few crop windows that
-            pass the tile's margin; without it those windows are shifted inside the tile.
+            pass the tile's margin or the slide; without it those are mirrored at the tile edge.
     """
     m = plan.crop_margin
     if len(nuclei) == 0:
@@ -262,22 +262,24 @@ def _tile_crops(
     cfg: SegmentConfig,
     read_box: Callable[[tuple[int, int, int, int]], np.ndarray] | None,
 ) -> np.ndarray:
-    """The crop rule on a slide: windows shifted inside the slide (never past its edge), cut from
-    the tile in memory, or read around the nucleus from the slide when they pass the tile."""
-    origin = np.array(tile.read[:2], np.float64)
-    windows = crop_windows(bbox + np.tile(origin, 2), cfg.window_scale, cfg.min_window)
-    windows = fit_windows(windows, *plan.extent) - np.tile(origin, 2)  # back to the read frame
+    """The crop rule on a slide: cut from the tile in memory, or, for the few windows that pass
+    the tile or the slide, read around the nucleus from the slide and mirror past its edge."""
+    origin = np.tile(np.array(tile.read[:2], np.float64), 2)
+    windows = crop_windows(bbox + origin, cfg.window_scale, cfg.min_window)  # global target px
+    local = windows - origin
+    if read_box is None:  # no slide at hand: mirror at the tile's edge
+        return extract_crops(image, local, cfg.crop_size)
     h, w = image.shape[:2]
-    in_tile = inside(windows, w, h)
-    if read_box is None:  # no slide at hand: keep the window on the tile's real pixels
-        return extract_crops(image, fit_windows(windows, w, h), cfg.crop_size)
+    width, height = plan.extent
+    in_tile = inside(local, w, h) & inside(windows, width, height)
     crops = np.empty((len(windows), cfg.crop_size, cfg.crop_size, 3), np.uint8)
-    crops[in_tile] = extract_crops(image, windows[in_tile], cfg.crop_size)
-    for i in np.flatnonzero(~in_tile):  # rare: large nuclei at the core's edge
-        gw = windows[i] + np.tile(origin, 2)
-        box = (*np.floor(gw[:2]).astype(int), *np.ceil(gw[2:]).astype(int))
-        region = read_box(tuple(int(v) for v in box))
-        crops[i] = extract_crops(region, (gw - np.tile(box[:2], 2))[None], cfg.crop_size)[0]
+    crops[in_tile] = extract_crops(image, local[in_tile], cfg.crop_size)
+    last = (int(np.floor(width)), int(np.floor(height)))  # whole target pixels of the slide
+    for i in np.flatnonzero(~in_tile):  # rare: large nuclei at a core's edge, the slide's edge
+        lo = np.clip(np.floor(windows[i, :2]), 0, None).astype(int)
+        hi = np.minimum(np.ceil(windows[i, 2:]), last).astype(int)
+        region = read_box((int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])))
+        crops[i] = extract_crops(region, windows[i] - np.tile(lo, 2), cfg.crop_size)[0]
     return crops
 
 

@@ -14,7 +14,11 @@ SECTIONS = [
     ("The embedded nucleus U-Net: held-out F1 and speed", "nucleus_net.md"),
     ("Training: input pipeline vs model", "train.md"),
     ("Label: embedding, K-means, export", "label.md"),
+    ("Crops: no invented pixels", "crops.md"),
+    ("CCRL ablation on the validation split", "ccrl_ablation.md"),
     ("The paper's protocol (wsi-ccrl benchmark)", "protocol.md"),
+    ("End to end: the cells a user gets", "end_to_end.md"),
+    ("GPU", "gpu.md"),
     ("The demo on the bundled slide", "demo.md"),
 ]
 
@@ -23,8 +27,10 @@ HEADER = """# Benchmarks
 Every table below was printed by a script in `benchmarks/` (or by `wsi-ccrl benchmark`); each
 section names its command, the machine and the date. Rebuild this file with
 `python benchmarks/make_report.py` after re-running them. The machine for all of them: a 2-core
-x86_64 VM without a GPU, shared with other jobs while measuring (load average 6-9), so speeds are
-pessimistic; memory figures are not affected.
+x86_64 VM without a GPU, often shared with other jobs while measuring, so speeds are pessimistic;
+memory figures are not affected. Quality figures name their split: "validation" is carved from
+CoNSeP's Train by source tile (tiles 21–27) and is what settings were chosen on; no test split is
+in this repository's reach.
 """
 
 

@@ -193,6 +193,7 @@ def test_an_empty_store_in_a_cohort_is_skipped_with_a_warning(
         ({"device": "tpu"}, "device must be auto, cpu or cuda"),
         ({"kmeans_backend": "cuml"}, "kmeans_backend"),
         ({"fit_sample": 0}, "fit_sample must be positive"),
+        ({"features": "pca"}, "features must be raw, l2 or whiten"),
     ],
 )
 def test_label_config_is_validated(overrides, message):

@@ -340,7 +340,7 @@ def run_benchmark(
     test_cells = load_cells(test_store, test_idx)
     test_y = test_cells.gt_class.astype(np.int64)
     log.info(
-        "%s: %d train cells (%d for fitting), %d test cells, k = %d",
+        "%s: %d train cells (%d for fitting), %d evaluated cells, k = %d",
         cfg.dataset, train_store.n_cells, len(train_cells), len(test_cells), k,
     )  # fmt: skip
 

@@ -5,8 +5,8 @@ with class indices); :func:`write_store` turns them into a cell store in the sam
 ``segment`` writes, so that training, embedding and the baselines read benchmark data exactly as
 they read slides.
 
-Crops follow the one crop rule of ``wsi_ccrl.crops`` (the paper's adaptive window, shifted inside
-the image at its edges), with the same ``window_scale`` meaning as ``segment``: the window side is
+Crops follow the one crop rule of ``wsi_ccrl.crops`` (the paper's adaptive window, mirrored past
+the image's edge), with the same ``window_scale`` meaning as ``segment``: the window side is
 ``window_scale`` times the nucleus box's longer side (2 on CoNSeP, 1 on NuCLS).
 """
 

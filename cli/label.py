@@ -69,6 +69,12 @@ from wsi_ccrl_cli.options import batch_size_option, config_option, device_option
     help="Cells sampled across all stores to fit K-means.",
 )
 @click.option("--seed", type=int, default=None, help="Seed of the K-means sample and init.")
+@click.option(
+    "--features",
+    type=click.Choice(["l2", "raw", "whiten"]),
+    default=None,
+    help="How embeddings become K-means features (default l2; a --kmeans file keeps its own).",
+)
 @device_option()
 @batch_size_option()
 @config_option()
@@ -85,6 +91,7 @@ def label(
     kmeans_path,
     fit_sample,
     seed,
+    features,
     device,
     batch_size,
     config_path,
@@ -109,6 +116,7 @@ def label(
         compress=compress,
         fit_sample=fit_sample,
         seed=seed,
+        features=features,
         device=device,
         batch_size=batch_size,
     )

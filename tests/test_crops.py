@@ -45,7 +45,9 @@ def test_crops_at_image_edges_are_mirrored_image_pixels():
     the nucleus stays centred, and no pixel is a fill value."""
     rng = np.random.default_rng(1)
     img = rng.integers(0, 230, (64, 80, 3), dtype=np.uint8)
-    boxes = np.array([[0, 0, 6, 6], [74, 0, 80, 8], [0, 58, 6, 64], [70, 54, 80, 64], [30, 0, 40, 4]])
+    boxes = np.array(
+        [[0, 0, 6, 6], [74, 0, 80, 8], [0, 58, 6, 64], [70, 54, 80, 64], [30, 0, 40, 4]]
+    )
     crops = crops_in_image(img, boxes, crop_size=16, window_scale=2.0, min_window=16)
     pad = 20
     mirrored = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")

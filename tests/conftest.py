@@ -31,6 +31,23 @@ def needs(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} not available")
 
 
+@pytest.fixture(scope="session")
+def tile10_cells(tmp_path_factory):
+    """The benchmark's cells (``CellSet``) of 3 real CoNSeP patches of tile 10, crop rule applied."""
+    if not CONSEP_PATCHES.exists():
+        pytest.skip(f"{CONSEP_PATCHES} not available (real CoNSeP patches, ../shared/data)")
+    from wsi_ccrl.datasets import consep
+    from wsi_ccrl.datasets.common import load_cells
+    from wsi_ccrl.datasets.common import write_store as write_benchmark_store
+
+    images = [CONSEP_PATCHES / "Images" / f"train_10_00{k}.png" for k in range(3)]
+    store = write_benchmark_store(
+        tmp_path_factory.mktemp("tile10") / "cells.zarr", consep.iter_tiles(images, "merged4"),
+        [p.name for p in images], {"dataset": "consep"}, window_scale=2.0, crop_size=32,
+    )  # fmt: skip
+    return load_cells(store)
+
+
 def build_consep_store(out: Path, n_patches: int = 8, crop_size: int = 32, chunk_cells: int = 128):
     """A small real cell store: crops around CoNSeP ground-truth nuclei, with ``gt_class``."""
     import numpy as np

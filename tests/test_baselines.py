@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
 from wsi_ccrl import baselines
-from wsi_ccrl.datasets import consep
-from wsi_ccrl.datasets.common import load_cells, write_store
 from wsi_ccrl.errors import WsiCcrlError
 
-PATCHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "consep-patches" / "Train"
-pytestmark = pytest.mark.skipif(not PATCHES.exists(), reason="shared CoNSeP patches not available")
 
-
-@pytest.fixture(scope="module")
-def cells(tmp_path_factory):
-    images = [PATCHES / "Images" / f"train_10_00{k}.png" for k in range(3)]
-    store = write_store(
-        tmp_path_factory.mktemp("b") / "cells.zarr", consep.iter_tiles(images, "merged4"),
-        [p.name for p in images], {"dataset": "consep"}, window_scale=2.0, crop_size=32,
-    )  # fmt: skip
-    return load_cells(store)
+@pytest.fixture
+def cells(tile10_cells):
+    return tile10_cells
 
 
 def test_polygon_moments_match_opencv(cells):

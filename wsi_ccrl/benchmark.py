@@ -193,10 +193,6 @@ def subsample(n: int, max_cells: int | None, seed: int) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------- evaluation
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def scale_features(model: str, train: np.ndarray, test: np.ndarray):
     """The fixed per-family scaling (see the module docstring)."""
     # hand-made features, and the generative models' codes (their scale is arbitrary)
@@ -205,6 +201,8 @@ def scale_features(model: str, train: np.ndarray, test: np.ndarray):
         std[std < 1e-8] = 1.0
         return (train - mean) / std, (test - mean) / std
     if model == "imagenet":
+        from wsi_ccrl.features import l2_normalize
+
         return l2_normalize(train), l2_normalize(test)
     return train, test
 

@@ -1,3 +1,4 @@
+import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import NO_MPP_SLIDE, SAMPLE_SLIDE
@@ -24,6 +25,7 @@ def test_segment_cli_writes_store_and_config(tmp_path):
     assert again.exit_code == 0 and "skipped (already complete)" in again.output
 
 
+@pytest.mark.skipif(not NO_MPP_SLIDE.exists(), reason="the no-mpp TCGA slide in ../shared/data")
 def test_segment_cli_bad_inputs_one_line_and_nonzero_exit(tmp_path):
     listing = tmp_path / "slides.txt"
     listing.write_text(f"{SAMPLE_SLIDE}\n{NO_MPP_SLIDE}\n{tmp_path / 'missing.svs'}\n")

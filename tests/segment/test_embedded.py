@@ -77,6 +77,7 @@ def test_segments_the_sample_slide_into_plausible_nuclei(seg):
     assert ((nuclei.seg_prob > 0.4) & (nuclei.seg_prob <= 1)).all()
 
 
+@pytest.mark.skipif(not CONSEP_PATCHES.exists(), reason="real CoNSeP patches in ../shared/data")
 def test_any_tile_size_and_batching_give_the_same_nuclei(seg):
     rng = np.random.default_rng(0)
     patches = load_patches(CONSEP_PATCHES, tiles={21})

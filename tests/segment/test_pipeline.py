@@ -234,6 +234,7 @@ def test_unwritable_output_fails_before_work(tmp_path):
         segment_slide(SAMPLE_SLIDE, blocker / "out", cfg_for())
 
 
+@pytest.mark.skipif(not NO_MPP_SLIDE.exists(), reason="the no-mpp TCGA slide in ../shared/data")
 def test_many_slides_continue_past_failures(tmp_path):
     listing = tmp_path / "slides.txt"
     corrupt = tmp_path / "corrupt.svs"

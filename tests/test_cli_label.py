@@ -72,3 +72,19 @@ def test_label_cli_usage_errors(random_model_file, tmp_path):
     assert result.exit_code == 2 and "unknown export format 'pdf'" in result.output
     result = CliRunner().invoke(cli, base)
     assert result.exit_code == 1 and "no cell stores" in result.output
+
+
+def test_a_file_that_is_not_a_model_is_one_line(sample_slide, tmp_path):
+    """A slide, another tool's pickled model, or a torch file of ours of another kind."""
+    import torch
+
+    pickled = tmp_path / "other-tool.pt"
+    torch.save(torch.nn.Linear(2, 2), pickled)
+    plain = tmp_path / "tensors.pt"
+    torch.save({"weight": torch.zeros(2)}, plain)
+    for wrong in (sample_slide, pickled, plain):
+        result = CliRunner().invoke(cli, ["label", "--model", str(wrong), "--data", str(tmp_path)])
+        assert result.exit_code == 1
+        assert result.output.strip().splitlines() == [
+            f"Error: {wrong} is not a wsi-ccrl model file (expected the model.pt of `wsi-ccrl train`)"
+        ]

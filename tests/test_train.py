@@ -98,6 +98,21 @@ def test_resume_refuses_another_config_or_data_and_no_resume_starts_over(tiny_st
         )
 
 
+def test_a_foreign_checkpoint_is_one_line(tiny_store, tmp_path):
+    """A run folder whose checkpoint.pt is another tool's (pickled code) or our model file."""
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(torch.nn.Linear(2, 2), run / CHECKPOINT)
+    hint = "(expected train's checkpoint.pt; --no-resume starts over)"
+    with pytest.raises(WsiCcrlError) as err:
+        train([tiny_store], run, dataclasses.replace(TINY, max_steps=1))
+    assert str(err.value) == f"{run / CHECKPOINT} is not a wsi-ccrl checkpoint {hint}"
+    model = train([tiny_store], tmp_path / "ok", dataclasses.replace(TINY, max_steps=1))
+    (run / CHECKPOINT).write_bytes(model.read_bytes())
+    with pytest.raises(WsiCcrlError, match="is not a wsi-ccrl checkpoint"):
+        train([tiny_store], run, dataclasses.replace(TINY, max_steps=1))
+
+
 def test_bad_input_fails_before_training(tiny_store, tmp_path):
     with pytest.raises(WsiCcrlError, match="larger than the 16 cells"):
         train([tiny_store], tmp_path / "a", dataclasses.replace(TINY, batch_size=32))

@@ -61,7 +61,9 @@ def load_model_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WsiCcrlError(f"model file not found: {path}")
-    return load_checked(path, MODEL_FORMAT, "model file", "train one with `wsi-ccrl train`")
+    return load_checked(
+        path, MODEL_FORMAT, "model file", "expected the model.pt of `wsi-ccrl train`"
+    )
 
 
 def load_checked(path: str | Path, fmt: str, what: str, hint: str) -> dict[str, Any]:
@@ -69,13 +71,21 @@ def load_checked(path: str | Path, fmt: str, what: str, hint: str) -> dict[str, 
 
     Any failure is one clear line naming ``what`` the file should be and ``hint`` (what to do).
     """
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WsiCcrlError(f"cannot read {what} {path}: {type(exc).__name__}: {exc}") from None
+    payload = read_torch_file(path, f"wsi-ccrl {what}", hint)
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise WsiCcrlError(f"{path} is not a wsi-ccrl {what} ({hint})")
     return payload
+
+
+def read_torch_file(path: str | Path, what: str, hint: str) -> Any:
+    """``torch.load(weights_only=True)``, where a file torch cannot read is one line naming it and
+    ``what`` it should be: never torch's paragraphs, which even suggest ``weights_only=False``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:  # missing, a folder, no permission: the file itself is the problem
+        raise WsiCcrlError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except Exception:  # not a torch file, or one holding pickled code (another tool's model)
+        raise WsiCcrlError(f"{path} is not a {what} ({hint})") from None
 
 
 def load_backbone(

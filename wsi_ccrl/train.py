@@ -452,7 +452,12 @@ def load_checkpoint(
     device: torch.device,
 ) -> int:
     """Restore a run's state in place; returns the global step. Refuses a different setup."""
-    payload = load_checked(path, CHECKPOINT_FORMAT, "checkpoint", "use --no-resume to start over")
+    payload = load_checked(
+        path,
+        CHECKPOINT_FORMAT,
+        "checkpoint",
+        "expected train's checkpoint.pt; --no-resume starts over",
+    )
     old, new = payload["config"], to_dict(cfg)
     for key in new:
         if key not in RESUME_MAY_CHANGE and old.get(key) != new[key]:

@@ -1,5 +1,7 @@
 """HoVer-Net through TIAToolbox's real engine, with a locally saved random state dict (no download)."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -121,6 +123,13 @@ def test_bad_model_weights_and_offline_download(tmp_path, monkeypatch):
     torch.save({"conv.weight": torch.zeros(1)}, junk)
     with pytest.raises(WsiCcrlError, match="cannot load HoVer-Net weights"):
         HoVerNetSegmenter(weights=junk, device="cpu")
+    for foreign in (SAMPLE_SLIDE, _pickled_module(tmp_path)):  # not torch at all; pickled code
+        with pytest.raises(WsiCcrlError) as err:
+            HoVerNetSegmenter(weights=foreign, device="cpu")
+        assert str(err.value) == (
+            f"{foreign} is not a HoVer-Net state dict for hovernet_fast-pannuke "
+            "(expected a .pth of TIAToolbox's HoVer-Net weights)"
+        )
     from tiatoolbox import rcParam
 
     monkeypatch.setitem(rcParam, "TIATOOLBOX_HOME", tmp_path / "empty-cache")
@@ -129,3 +138,10 @@ def test_bad_model_weights_and_offline_download(tmp_path, monkeypatch):
         HoVerNetSegmenter(model="hovernet_original-consep", device="cpu", offline=True)
     msg = str(err.value)
     assert "--weights" in msg and "--segmenter watershed" in msg and "\n" not in msg
+
+
+def _pickled_module(folder: Path) -> Path:
+    """A whole pickled ``nn.Module``, as other tools save models: refused by weights_only."""
+    path = folder / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    return path

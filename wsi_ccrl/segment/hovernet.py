@@ -65,6 +65,23 @@ def _fetch_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _check_state_dict(path: Path, model: str) -> None:
+    """``--weights`` must be a state dict (tensors by name): TIAToolbox would otherwise fail deep in
+    its engine with torch's unpickling paragraphs."""
+    import torch
+
+    from wsi_ccrl.model_io import read_torch_file
+
+    if not path.is_file():
+        raise WsiCcrlError(f"--weights {path}: file not found")
+    what = f"HoVer-Net state dict for {model}"
+    state = read_torch_file(path, what, "expected a .pth of TIAToolbox's HoVer-Net weights")
+    if not isinstance(state, dict) or not state:
+        raise WsiCcrlError(f"{path} is not a {what} (expected tensors by layer name)")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WsiCcrlError(f"{path} is not a {what} (expected tensors by layer name)")
+
+
 class HoVerNetSegmenter(Segmenter):
     """HoVer-Net instance segmentation and typing via ``tiatoolbox.models.MultiTaskSegmentor``.
 
@@ -99,8 +116,8 @@ class HoVerNetSegmenter(Segmenter):
                 f"--model {model!r} is not a TIAToolbox HoVer-Net model "
                 f"(choose from {', '.join(sorted(models))})"
             )
-        if weights is not None and not Path(weights).is_file():
-            raise WsiCcrlError(f"--weights {weights}: file not found")
+        if weights is not None:
+            _check_state_dict(Path(weights), model)
         self.model_name = model
         self.weights = str(weights) if weights is not None else None
         self.device = resolve_device(device)

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
+
+# Store attribute ``contour``: every coordinate in QuPath's frame, where pixel (i, j) covers
+# x in [j, j + 1), y in [i, i + 1); segmented outlines run along the outer pixel edges.
+SEGMENT_CONTOURS = {"origin": "pixel-edge", "outline": "pixel edges"}
+
+
+def legacy_shift(attrs: Mapping[str, Any]) -> float:
+    """How far a store's coordinates sit from QuPath's frame: 0, or 0.5 px for stores written
+    before the frame was recorded (their centroids and outlines were pixel centres, -0.5 px)."""
+    contour = attrs.get("contour")
+    return 0.0 if isinstance(contour, Mapping) and contour.get("origin") == "pixel-edge" else 0.5
 
 
 def gather_polygons(

@@ -343,7 +343,7 @@ class CellStoreWriter:
             old = dict(zarr.open_group(str(self.partial), mode="r").attrs)
         except Exception:
             return False
-        keys = ("schema_version", "slide", "segmenter", "crop", "tiles")
+        keys = ("schema_version", "slide", "segmenter", "crop", "tiles", "contour")
         return "progress" in old and all(
             old.get(k) == _jsonable(attrs.get(k)) for k in keys if k in attrs
         )

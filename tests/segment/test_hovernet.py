@@ -86,8 +86,8 @@ def test_adapter_maps_engine_output_to_level0(segmenter):
     cells = tile_cells(tile, image, mapping, nuc, plan, SegmentConfig(crop_size=8))
     # the core is [960, 1020) x [560, 620) in target px: both centres (976, 581), (1001, 596) in it
     assert len(cells) == 2
-    expected = [[(956 + 20 + 0.5) * 0.5 - 0.5, (556 + 25 + 0.5) * 0.5 - 0.5]]
-    expected += [[(956 + 45 + 0.5) * 0.5 - 0.5, (556 + 40 + 0.5) * 0.5 - 0.5]]
+    expected = [[(956 + 20 + 0.5) * 0.5, (556 + 25 + 0.5) * 0.5]]  # pixel-edge frame
+    expected += [[(956 + 45 + 0.5) * 0.5, (556 + 40 + 0.5) * 0.5]]
     np.testing.assert_allclose(cells.centroid, expected, atol=0.03)
     np.testing.assert_array_equal(cells.bbox[0], [(956 + 13) // 2, (556 + 18) // 2, 492, 295])
     np.testing.assert_allclose(cells.area, nuc.area * 0.25)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 from conftest import NO_MPP_SLIDE, ROOT, SAMPLE_SLIDE
 from scipy.spatial import cKDTree
 
@@ -111,6 +112,27 @@ def test_border_cells_stored_once(dense_store, tmp_path):
     assert score.recall > 0.97 and score.precision > 0.9, score
 
 
+def test_embedded_stain_is_fitted_per_slide_so_tile_size_changes_nothing(tmp_path):
+    """Stain statistics come from the slide, not the tile: 256- and 768-px tiles give the same
+    statistics and the same nuclei (up to the seams' context)."""
+    roi = (900, 800, 700, 700)  # level-0 px of the 20x sample: 1400² px at 0.25 µm/px
+    stores = [
+        segment_slide(
+            SAMPLE_SLIDE,
+            tmp_path / str(size),
+            cfg_for(segmenter="embedded", device="cpu", roi=roi, tile_size=size, tile_overlap=64),
+        )
+        for size in (256, 768)
+    ]
+    small, large = stores
+    stain = [st.attrs["segmenter"]["slide_stain"] for st in stores]
+    assert stain[0] == stain[1] and stain[0]["mean"][0] < 60  # the dark sample, measured once
+    assert small.attrs["tiles"]["count"] > 3 * large.attrs["tiles"]["count"]
+    score = detection_score(small["centroid"][:], large["centroid"][:], radius=2.0)
+    assert len(small["centroid"]) > 300
+    assert score.recall > 0.97 and score.precision > 0.97, score
+
+
 def test_crops_at_slide_edges_and_tile_seams_hold_only_tissue(tmp_path):
     """Tissue to the slide's edge, large nuclei on tile seams and at the edges: no crop may hold
     a pixel that is not tissue (the old rule filled with white past the tile or the slide), and
@@ -152,11 +174,20 @@ def test_synthetic_nuclei_across_tile_borders_exactly_once(tmp_path):
     store = segment_slide(slide, tmp_path, cfg_for(tile_size=160, tile_overlap=24))
     assert store.attrs["tiles"]["count"] >= 25
     got = store["centroid"][:]
+    centres += 0.5  # the disc around pixel (cy, cx) is centred at (cx + 0.5, cy + 0.5)
     pi, ti = match_centroids(got, centres, radius=1.0)
     assert len(pi) == len(centres) == store.n_cells
     np.testing.assert_allclose(got[pi], centres[ti], atol=0.6)
     area = store["area"][:]
     assert np.all(np.abs(area - 81) < 20)  # 81 level-0 pixels per disc of radius 5
+    # outlines along the pixel edges: each polygon's area is the nucleus' pixel count
+    assert store.attrs["contour"] == {"origin": "pixel-edge", "outline": "pixel edges"}
+    offsets, xy = store.contours()
+    polygons = shapely.polygons(
+        shapely.linearrings(xy, indices=np.repeat(np.arange(len(area)), np.diff(offsets)))
+    )
+    np.testing.assert_allclose(shapely.area(polygons), area, rtol=1e-6)
+    assert shapely.contains_xy(polygons, got[:, 0], got[:, 1]).all()
 
 
 def test_resume_after_kill_equals_clean_run(tmp_path):

@@ -149,6 +149,7 @@ def write_store(
             "segmenter": "ground-truth",
             "crop": crop,
             "tiles": tile_names,
+            "contour": {"origin": "pixel-edge"},
             "benchmark": attrs,
         },
         chunk_cells=chunk_cells,

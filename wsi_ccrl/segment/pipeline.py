@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wsi_ccrl.config import SegmentConfig, to_dict
+from wsi_ccrl.contours import SEGMENT_CONTOURS, edge_contours
 from wsi_ccrl.crops import CROP_RULE, crop_windows, extract_crops, inside
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
@@ -96,6 +97,7 @@ def _segment_open_slide(
             "window_units": f"pixels at {seg.mpp} mpp",
         },
         "tiles": plan.attrs(),
+        "contour": SEGMENT_CONTOURS,
         "roi": list(plan.roi) if cfg.roi is not None else None,
         "config": to_dict(cfg),
     }
@@ -222,7 +224,7 @@ def tile_cells(
     m = plan.crop_margin
     if len(nuclei) == 0:
         return CellBatch.empty(cfg.crop_size)
-    # centroids in the read frame (pixel centres), then in global target px (edge coordinates)
+    # centroids in the read frame (pixel centres), then in global target px (pixel edges)
     cx = nuclei.centroid[:, 0].astype(np.float64) + m
     cy = nuclei.centroid[:, 1].astype(np.float64) + m
     gx, gy = tile.read[0] + cx + 0.5, tile.read[1] + cy + 0.5
@@ -237,8 +239,11 @@ def tile_cells(
     ox, oy, sx, sy = mapping
     scale = np.array([sx, sy])
     origin = np.array([ox, oy])
-    centroid0 = origin + (centroid + 0.5) * scale - 0.5
-    xy0 = origin + (nuc.contour_xy.astype(np.float64) + m + 0.5) * scale - 0.5
+    # level 0 in QuPath's frame: pixel (i, j) covers [j, j + 1) x [i, i + 1), so a pixel centre
+    # is at +0.5 and the outline runs along the outer pixel edges, not through their centres
+    centroid0 = origin + (centroid + 0.5) * scale
+    offsets, edges = edge_contours(nuc.contour_offsets, nuc.contour_xy)
+    xy0 = origin + (edges + m + 0.5) * scale
     bbox0 = np.concatenate(
         [np.floor(origin + bbox[:, :2] * scale), np.ceil(origin + bbox[:, 2:] * scale)], axis=1
     )
@@ -249,7 +254,7 @@ def tile_cells(
         area=(nuc.area.astype(np.float64) * sx * sy).astype(np.float32),
         seg_type=nuc.seg_type.astype(np.int16),
         seg_prob=nuc.seg_prob.astype(np.float32),
-        contour_offsets=nuc.contour_offsets.astype(np.int64),
+        contour_offsets=offsets,
         contour_xy=xy0.astype(np.float32).reshape(-1, 2),
     )
 

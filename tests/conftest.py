@@ -1,4 +1,8 @@
-"""Shared fixtures: the bundled sample slide and the real data in ../shared/data."""
+"""Shared fixtures: the bundled sample slide and the real, labelled patches in tests/fixtures.
+
+Everything here lives in the repository, so a fresh clone runs the whole suite. The full data sets
+in ../shared/data feed only the benchmarks and the tests marked ``shared`` (``pytest -m shared``).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SLIDE = ROOT / "data" / "CMU-1-Small-Region.svs"
-SHARED_DATA = ROOT.parent / "shared" / "data"
-CONSEP_PATCHES = SHARED_DATA / "consep-patches" / "Train"
-NO_MPP_SLIDE = SHARED_DATA / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"
+FIXTURES = ROOT / "tests" / "fixtures"  # credits and terms: tests/fixtures/README.md
+CONSEP_PATCHES = FIXTURES / "consep" / "Train"  # 27 real CoNSeP patches with labels
+MONUSEG = FIXTURES / "monuseg"  # one real MoNuSeg crop (colon, 40x) with labels
+SHARED_DATA = ROOT.parent / "shared" / "data"  # the project's full data sets, not in the repo
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -27,15 +32,39 @@ def sample_slide() -> Path:
 
 
 def needs(path: Path):
-    """Skip a test whose real data is not present (CI always has ../shared/data)."""
-    return pytest.mark.skipif(not path.exists(), reason=f"{path} not available")
+    """A test that reads ``path``; one under ../shared/data is marked ``shared`` (left out of the
+    default run, ``pytest -m shared`` runs it) and skipped, saying so, where that data is absent."""
+    where = "the shared data set beside the repository (../shared/data/README.md)"
+    skip = pytest.mark.skipif(not path.exists(), reason=f"{path} not available: {where}")
+
+    def mark(test):
+        test = skip(test)
+        return pytest.mark.shared(test) if path.is_relative_to(SHARED_DATA) else test
+
+    return mark
+
+
+@pytest.fixture(scope="session")
+def no_mpp_slide(tmp_path_factory) -> Path:
+    """A real two-level tiled TIFF (the sample slide's pixels) whose metadata has no µm/px."""
+    import numpy as np
+    import tifffile
+
+    from wsi_ccrl.slide import Slide
+
+    with Slide.open(SAMPLE_SLIDE) as slide:
+        image = slide.read_level(0, 0, *slide.dimensions, 0)
+    path = tmp_path_factory.mktemp("no-mpp") / "no-mpp.tif"
+    with tifffile.TiffWriter(path) as tif:
+        opts = {"tile": (256, 256), "photometric": "rgb", "compression": "jpeg"}
+        tif.write(image, **opts)
+        tif.write(np.ascontiguousarray(image[::2, ::2]), subfiletype=1, **opts)
+    return path
 
 
 @pytest.fixture(scope="session")
 def tile10_cells(tmp_path_factory):
     """The benchmark's cells (``CellSet``) of 3 real CoNSeP patches of tile 10, crop rule applied."""
-    if not CONSEP_PATCHES.exists():
-        pytest.skip(f"{CONSEP_PATCHES} not available (real CoNSeP patches, ../shared/data)")
     from wsi_ccrl.datasets import consep
     from wsi_ccrl.datasets.common import load_cells
     from wsi_ccrl.datasets.common import write_store as write_benchmark_store
@@ -95,8 +124,6 @@ def build_consep_store(out: Path, n_patches: int = 8, crop_size: int = 32, chunk
 @pytest.fixture(scope="session")
 def consep_store(tmp_path_factory) -> Path:
     """A few hundred real CoNSeP cells, 32 px crops, chunks of 128, with ``gt_class`` (1-4)."""
-    if not CONSEP_PATCHES.exists():
-        pytest.skip(f"{CONSEP_PATCHES} not available")
     return build_consep_store(tmp_path_factory.mktemp("consep") / "consep.zarr")
 
 
@@ -179,8 +206,6 @@ def build_label_store(
 @pytest.fixture
 def small_store_factory(tmp_path):
     """``make(name, **build_label_store kwargs) -> store path`` in this test's tmp_path."""
-    if not CONSEP_PATCHES.exists():
-        pytest.skip(f"{CONSEP_PATCHES} not available")
 
     def make(name: str = "slide", **kwargs) -> Path:
         return build_label_store(tmp_path / "stores" / f"{name}.zarr", **kwargs)

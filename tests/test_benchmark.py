@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONSEP_PATCHES as PATCHES
 
 from wsi_ccrl import benchmark
 from wsi_ccrl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-PATCHES = ROOT.parent / "shared" / "data" / "consep-patches" / "Train"
-needs_patches = pytest.mark.skipif(not PATCHES.exists(), reason="shared CoNSeP patches absent")
 
 
 def tiny_consep(root: Path, names: list[str]) -> Path:
@@ -91,7 +90,6 @@ def test_ranges():
     assert benchmark._ranges([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7–8"
 
 
-@needs_patches
 def test_protocol_end_to_end(tmp_path):
     names = [f"train_10_00{k}" for k in range(3)] + [f"train_21_00{k}" for k in range(3)]
     data = tiny_consep(tmp_path / "consep", names)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import CONSEP_PATCHES as PATCHES
 from wsi_ccrl_cli.main import cli
-
-PATCHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "consep-patches" / "Train"
 
 
 def test_missing_data_dir_says_how_to_get_it(tmp_path):
@@ -39,7 +37,6 @@ def test_config_and_profile_conflict(tmp_path):
     assert result.exit_code == 2 and "consep config" in result.output
 
 
-@pytest.mark.skipif(not PATCHES.exists(), reason="shared CoNSeP patches absent")
 def test_tiny_run_writes_the_table(tmp_path):
     data = tmp_path / "consep"
     for sub, ext in (("Images", "png"), ("Labels", "mat")):

@@ -1,7 +1,6 @@
-import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import NO_MPP_SLIDE, SAMPLE_SLIDE
+from conftest import SAMPLE_SLIDE
 from wsi_ccrl_cli.main import cli
 
 from wsi_ccrl.store import CellStore
@@ -25,17 +24,16 @@ def test_segment_cli_writes_store_and_config(tmp_path):
     assert again.exit_code == 0 and "skipped (already complete)" in again.output
 
 
-@pytest.mark.skipif(not NO_MPP_SLIDE.exists(), reason="the no-mpp TCGA slide in ../shared/data")
-def test_segment_cli_bad_inputs_one_line_and_nonzero_exit(tmp_path):
+def test_segment_cli_bad_inputs_one_line_and_nonzero_exit(no_mpp_slide, tmp_path):
     listing = tmp_path / "slides.txt"
-    listing.write_text(f"{SAMPLE_SLIDE}\n{NO_MPP_SLIDE}\n{tmp_path / 'missing.svs'}\n")
+    listing.write_text(f"{SAMPLE_SLIDE}\n{no_mpp_slide}\n{tmp_path / 'missing.svs'}\n")
     result = CliRunner().invoke(cli, ["segment", str(listing), "--out", str(tmp_path / "o"), *FAST])
     assert result.exit_code == 1
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: 2 slide(s) failed") and "--mpp" in last and "not found" in last
     assert (tmp_path / "o" / "CMU-1-Small-Region.zarr").exists()  # the good slide still ran
     with_mpp = CliRunner().invoke(
-        cli, ["segment", str(NO_MPP_SLIDE), "--out", str(tmp_path / "o"), *FAST, "--mpp", "1.0"]
+        cli, ["segment", str(no_mpp_slide), "--out", str(tmp_path / "o"), *FAST, "--mpp", "1.0"]
     )
     assert with_mpp.exit_code == 0, with_mpp.output
 

@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import NO_MPP_SLIDE, SAMPLE_SLIDE, needs
+from conftest import SAMPLE_SLIDE
 
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.slide import Slide, parse_roi, plan_tiles, tissue_mask, write_pyramidal_tiff
@@ -16,11 +16,10 @@ def test_open_sample_slide_metadata():
         assert s.info.attrs()["dimensions"] == [2220, 2967]
 
 
-@needs(NO_MPP_SLIDE)
-def test_slide_without_mpp_needs_the_option():
+def test_slide_without_mpp_needs_the_option(no_mpp_slide):
     with pytest.raises(WsiCcrlError, match="--mpp"):
-        Slide.open(NO_MPP_SLIDE)
-    with Slide.open(NO_MPP_SLIDE, mpp=0.5) as s:
+        Slide.open(no_mpp_slide)
+    with Slide.open(no_mpp_slide, mpp=0.5) as s:
         assert s.mpp == 0.5 and len(s.info.level_downsamples) == 2
 
 

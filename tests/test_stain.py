@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CONSEP_PATCHES, needs
+from conftest import CONSEP_PATCHES
 from skimage.color import rgb2lab
 
 from wsi_ccrl.stain import (
@@ -42,7 +42,6 @@ def test_lab_conversion_agrees_with_skimage_and_round_trips():
     assert np.abs(lab_to_rgb(lab).astype(int) - rgb).max() <= 1
 
 
-@needs(CONSEP_PATCHES)
 def test_normalised_tissue_has_the_reference_statistics():
     ref = StainReference(mean=(70.0, 22.0, -15.0), std=(13.0, 7.0, 8.0))
     tile = _darken(_consep(1)[0])
@@ -55,7 +54,6 @@ def test_normalised_tissue_has_the_reference_statistics():
     np.testing.assert_allclose(std, ref.std, rtol=0.15)
 
 
-@needs(CONSEP_PATCHES)
 def test_glass_does_not_change_how_tissue_is_normalised():
     tissue = _darken(_consep(1)[0])[:, :128]
     glass = np.full_like(tissue, 245)
@@ -77,7 +75,6 @@ def test_a_tile_without_tissue_is_returned_untouched():
         reinhard_normalize(blank.astype(np.float32))
 
 
-@needs(CONSEP_PATCHES)
 def test_reference_from_images_and_dict_round_trip():
     images = _consep(2)
     ref = reference_from_images(images)

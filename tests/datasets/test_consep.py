@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io as sio
+from conftest import CONSEP_PATCHES, SHARED_DATA, needs
 from PIL import Image
 
 from wsi_ccrl.datasets import consep
@@ -14,16 +15,9 @@ from wsi_ccrl.datasets.common import write_store
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.store import CellStore
 
-CONSEP_PATCHES = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "consep-patches" / "Train"
-)
 IMAGES = CONSEP_PATCHES / "Images"
-needs = pytest.mark.skipif(
-    not CONSEP_PATCHES.exists(), reason="shared CoNSeP patches not available"
-)
 
 
-@needs
 @pytest.mark.parametrize(
     ("name", "counts"),
     [
@@ -40,7 +34,6 @@ def test_real_patch_class_counts(name, counts):
     assert tile.image.shape == (256, 256, 3)
 
 
-@needs
 def test_real_patch_geometry_matches_labels():
     name = "train_10_000"
     tile = consep.read_tile(IMAGES / f"{name}.png", "merged4")
@@ -56,11 +49,11 @@ def test_real_patch_geometry_matches_labels():
     assert (xy[:, 0] >= nuc.bbox[owner, 0]).all() and (xy[:, 0] <= nuc.bbox[owner, 2]).all()
 
 
-@needs
-def test_tile_split_of_the_shared_patches():
+def test_tile_split_of_the_patches():
     files = consep.split_images(CONSEP_PATCHES.parent, "tiles", tuple(range(1, 21)), (21, 22))
-    assert len(files["train"]) == 20 * 16 and len(files["test"]) == 2 * 16
-    assert {consep.tile_id(p.name) for p in files["test"]} == {21, 22}
+    # the fixture holds patches of tiles 1, 2, 3, 5 and 10 (train) and 21, 24, 27 (held out)
+    assert len(files["train"]) == 1 + 1 + 4 + 1 + 8 and len(files["test"]) == 6
+    assert {consep.tile_id(p.name) for p in files["test"]} == {21}
     with pytest.raises(ConfigError, match="overlap"):
         consep.split_images(CONSEP_PATCHES.parent, "tiles", (1, 2), (2, 3))
     with pytest.raises(WsiCcrlError, match="Train/ and Test/"):
@@ -120,3 +113,11 @@ def test_original7_is_merged_and_crops_are_centred(tmp_path):
     ys, xs = np.nonzero(dark)
     assert abs(xs.mean() - 7.5) < 0.6 and abs(ys.mean() - 7.5) < 0.6
     assert 0.2 < dark.mean() < 0.3  # (1/2)^2 of the crop
+
+
+@needs(SHARED_DATA / "consep-patches")
+def test_tile_split_of_the_shared_patches():
+    """All 432 patches of the shared set: 16 per source tile."""
+    root = SHARED_DATA / "consep-patches"
+    files = consep.split_images(root, "tiles", tuple(range(1, 21)), (21, 22))
+    assert len(files["train"]) == 20 * 16 and len(files["test"]) == 2 * 16

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
-from conftest import NO_MPP_SLIDE, ROOT, SAMPLE_SLIDE
+from conftest import ROOT, SAMPLE_SLIDE
 from scipy.spatial import cKDTree
 
 from wsi_ccrl.config import load_section
@@ -265,19 +265,18 @@ def test_unwritable_output_fails_before_work(tmp_path):
         segment_slide(SAMPLE_SLIDE, blocker / "out", cfg_for())
 
 
-@pytest.mark.skipif(not NO_MPP_SLIDE.exists(), reason="the no-mpp TCGA slide in ../shared/data")
-def test_many_slides_continue_past_failures(tmp_path):
+def test_many_slides_continue_past_failures(no_mpp_slide, tmp_path):
     listing = tmp_path / "slides.txt"
     corrupt = tmp_path / "corrupt.svs"
     corrupt.write_bytes(b"\x00" * 1000)
-    listing.write_text(f"# cohort\n{SAMPLE_SLIDE}\nmissing.svs\n\n{corrupt}\n{NO_MPP_SLIDE}\n")
+    listing.write_text(f"# cohort\n{SAMPLE_SLIDE}\nmissing.svs\n\n{corrupt}\n{no_mpp_slide}\n")
     report = segment_slides([listing], tmp_path / "out", cfg_for(roi=(1100, 1500, 120, 120)))
     assert [p.name for p in report.done] == ["CMU-1-Small-Region.zarr"]
     reasons = dict(report.failed)
-    assert set(reasons) == {str(tmp_path / "missing.svs"), str(corrupt), str(NO_MPP_SLIDE)}
+    assert set(reasons) == {str(tmp_path / "missing.svs"), str(corrupt), str(no_mpp_slide)}
     assert "not found" in reasons[str(tmp_path / "missing.svs")]
     assert "cannot read slide" in reasons[str(corrupt)]
-    assert "--mpp" in reasons[str(NO_MPP_SLIDE)]
+    assert "--mpp" in reasons[str(no_mpp_slide)]
     assert not report.ok
 
 

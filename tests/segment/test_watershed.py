@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import scipy.io as sio
-from conftest import CONSEP_PATCHES, needs
+from conftest import CONSEP_PATCHES
 from PIL import Image
 
 from wsi_ccrl.config import WatershedConfig
@@ -45,10 +45,9 @@ def test_blank_tile_and_size_filter():
     json.dumps(seg.describe())
 
 
-@needs(CONSEP_PATCHES)
 def test_detection_f1_on_consep_patches():
     """A regression floor on real H&E (the benchmark reports the full number)."""
-    images = sorted((CONSEP_PATCHES / "Images").glob("*.png"))[::54][:8]
+    images = sorted((CONSEP_PATCHES / "Images").glob("*.png"))[::3]  # 9 patches of 8 tiles
     seg = WatershedSegmenter()
     total = DetectionScore(0, 0, 0)
     for path in images:

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from wsi_ccrl.errors import WsiCcrlError
@@ -64,3 +66,34 @@ def test_bad_names_file_gives_one_line(tmp_path, text, message):
 def test_missing_names_file(tmp_path):
     with pytest.raises(WsiCcrlError, match="cannot read names file"):
         load_names(tmp_path / "nope.yaml", 4)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("0: 'Tumour: CD8'\n", "contains ':'.*derived class"),
+        ("0: {name: 'Immune*'}\n", r"ends with '\*'.*ignored class"),
+        ('0: "Two\\nlines"\n', "line break"),
+    ],
+)
+def test_names_qupath_would_misread_are_refused_in_one_line(tmp_path, text, message):
+    path = tmp_path / "names.yaml"
+    path.write_text(text)
+    with pytest.raises(WsiCcrlError, match=message) as info:
+        cluster_styles(2, path)
+    assert "\n" not in str(info.value).replace("\\n", "")
+    assert "cluster 0" in str(info.value)
+
+
+def test_builtin_qupath_class_names_warn_but_pass(tmp_path, caplog):
+    path = tmp_path / "names.yaml"
+    path.write_text("0: {name: Tumor, color: [1, 2, 3]}\n1: Tumour\n")
+    logger = logging.getLogger("wsi_ccrl")  # the CLI stops it propagating: listen on it
+    logger.addHandler(caplog.handler)
+    try:
+        styles = cluster_styles(2, path)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert styles.names == ("Tumor", "Tumour")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "'Tumor' is a built-in QuPath class" in warned[0]

@@ -8,6 +8,12 @@ slide. A names file maps cluster ids to a name and, optionally, a colour::
     3: {name: Stroma, color: "#2ca02c"}
 
 Clusters not in the file keep ``Cluster <i>`` and their palette colour.
+
+Names become QuPath classifications, so QuPath's rules apply (``PathClass``, 0.4-0.6): ``:`` splits
+a name into a derived class ("Tumour: CD8" is CD8 under Tumour) and a trailing ``*`` marks a class
+QuPath ignores in measurements, so both are refused; a built-in class (Tumor, Stroma, Immune
+cells, ...) already exists in QuPath with its own colour, which wins over the file's, so it is
+allowed with a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from typing import Any
 import yaml
 
 from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.log import get_logger
+
+log = get_logger(__name__)
 
 RGB = tuple[int, int, int]
 
@@ -48,6 +57,11 @@ BASE_PALETTE: tuple[RGB, ...] = (
     (0, 0, 0),
 )
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+# QuPath's PathClass.StandardPathClasses and intensity classes: created at start-up, colours fixed
+QUPATH_BUILT_IN_CLASSES = (
+    "Tumor", "Non-tumor", "Stroma", "Immune cells", "Necrosis", "Other", "Region*", "Ignore*",
+    "Image", "Positive", "Negative", "1+", "2+", "3+",
+)  # fmt: skip
 
 
 def palette(k: int) -> list[RGB]:
@@ -127,8 +141,33 @@ def load_names(path: str | Path, k: int) -> dict[int, tuple[str, RGB | None]]:
             raise WsiCcrlError(
                 f"names file {path}: cluster {cluster}: name must be a non-empty string"
             )
-        out[cluster] = (name.strip(), colour)
+        out[cluster] = (check_class_name(name.strip(), cluster, path), colour)
     return out
+
+
+def check_class_name(name: str, cluster: int, path: Path) -> str:
+    """``name`` if QuPath reads it as one plain class; a one-line error if not."""
+    where = f"names file {path}: cluster {cluster}: {name!r}"
+    if ":" in name:
+        raise WsiCcrlError(
+            f"{where} contains ':', which QuPath reads as a derived class (parent: child); "
+            "use another character"
+        )
+    if name.endswith("*"):
+        raise WsiCcrlError(
+            f"{where} ends with '*', which makes an ignored class in QuPath (excluded from "
+            "measurements); drop the '*'"
+        )
+    if "\n" in name or "\r" in name:
+        raise WsiCcrlError(f"{where} contains a line break, which QuPath refuses in a class name")
+    if name in QUPATH_BUILT_IN_CLASSES:
+        log.warning(
+            "%s is a built-in QuPath class: QuPath shows it in its own colour, not the one given "
+            "here, and its classifiers already use the name; choose another name to keep both "
+            "apart",
+            where,
+        )
+    return name
 
 
 def _cluster_id(key: Any, k: int, path: Path) -> int:

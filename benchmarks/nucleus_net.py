@@ -1,12 +1,17 @@
-"""Embedded nucleus U-Net vs the classical watershed on held-back CoNSeP tiles; speed on this CPU.
+"""Nucleus segmenters on held-back images of every training source; speed on this CPU.
 
-Detection F1: centroids matched one-to-one within 6 px (HoVer-Net's protocol, 0.25 µm/px), counts
-summed over all held-back patches (source tiles the network never saw). Prints a Markdown table.
+Held back (never trained or tuned on, ``wsi_ccrl.nuclei.data.HELD_BACK``): CoNSeP tiles 21-27
+(112 patches 256²), 7 MoNuSeg images (one per organ, 1000²), 4 CPM-15 images (two 20x resampled
+to 0.25 µm/px, two 40x). Each image (CoNSeP: each source tile's patches) is a "slide": the
+segmenter fits its stain statistics on it once (``Segmenter.fit_slide``), then segments it whole.
+Scores pool the nuclei of a source: detection F1 with one-to-one centroid matching within 6 and
+12 px, PQ (IoU > 0.5) and AJI on the instance maps. Prints Markdown tables.
 
-    python benchmarks/nucleus_net.py [--data DIR] [--weights FILE] [--tiles 21-27] [--speed-n 32]
-    python benchmarks/nucleus_net.py --tune   # grid-search watershed thresholds on TRAINING tiles
-    python benchmarks/nucleus_net.py --train-f1   # F1 on training tiles (for choosing a run)
-    python benchmarks/nucleus_net.py --no-stain-normalize   # raw colours (the old behaviour)
+    python benchmarks/nucleus_net.py                                  # shipped embedded + watershed
+    python benchmarks/nucleus_net.py --model v2=runs/nuclei/v2.pt     # add other weights
+    python benchmarks/nucleus_net.py --tune --model v3=wsi_ccrl/weights/nucleus_unet.pt
+        # grid-search watershed thresholds on TRAINING images (4 per source), never held-back ones
+    python benchmarks/nucleus_net.py --speed-n 64 --sources none       # speed only
 """
 
 from __future__ import annotations
@@ -17,163 +22,193 @@ import itertools
 import os
 import platform
 import time
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wsi_ccrl.nuclei.postprocess import PostprocessConfig
-from wsi_ccrl.nuclei.train import PatchSet, load_patches
+from wsi_ccrl.nuclei.data import HELD_BACK, LabelledImage, load_source, split
 from wsi_ccrl.segment.base import nuclei_from_labels
 from wsi_ccrl.segment.embedded import DEFAULT_WEIGHTS, EmbeddedSegmenter
-from wsi_ccrl.segment.evaluate import DetectionScore, detection_score
+from wsi_ccrl.segment.evaluate import (
+    DetectionScore,
+    SegmentationScore,
+    detection_score,
+    segmentation_score,
+)
 from wsi_ccrl.segment.watershed import WatershedSegmenter
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "consep-patches" / "Train"
-HOVERNET_F1 = 0.748  # Graham et al. 2019, CoNSeP detection F_d
+SHARED = ROOT.parent / "shared" / "data"
+FOLDERS = {"consep": "consep-patches/Train", "monuseg": "monuseg-train", "cpm15": "cpm15"}
+PUBLISHED = "HoVer-Net on CoNSeP's official test: F1 0.748 (12 px), PQ 0.547, AJI 0.546"
 
 
-def true_centroids(patches: PatchSet) -> list[np.ndarray]:
-    return [nuclei_from_labels(inst).centroid for inst in patches.inst]
+class Scores:
+    """Pooled scores of one segmenter on one source."""
+
+    def __init__(self) -> None:
+        self.d6 = DetectionScore(0, 0, 0)
+        self.d12 = DetectionScore(0, 0, 0)
+        self.seg = SegmentationScore()
+        self.seconds = 0.0
+
+    def add(self, pred: np.ndarray, true: np.ndarray) -> None:
+        pc = nuclei_from_labels(pred).centroid
+        tc = nuclei_from_labels(true).centroid
+        self.d6 = self.d6 + detection_score(pc, tc, 6.0)
+        self.d12 = self.d12 + detection_score(pc, tc, 12.0)
+        self.seg = self.seg + segmentation_score(pred, true)
 
 
-def score(pred: list[np.ndarray], true: list[np.ndarray]) -> DetectionScore:
-    total = DetectionScore(0, 0, 0)
-    for p, t in zip(pred, true, strict=True):
-        total = total + detection_score(p, t, radius=6.0)
-    return total
+def slides(images: list[LabelledImage]) -> list[list[LabelledImage]]:
+    """Images grouped by slide (CoNSeP: the patches of one source tile)."""
+    groups: dict[str, list[LabelledImage]] = defaultdict(list)
+    for im in images:
+        groups[im.group].append(im)
+    return list(groups.values())
 
 
-def embedded_f1(seg: EmbeddedSegmenter, patches: PatchSet, batch: int = 16) -> DetectionScore:
-    """Detection score of the embedded segmenter on all patches."""
-    pred = []
-    for s in range(0, len(patches), batch):
-        pred += [n.centroid for n in seg.segment(list(patches.images[s : s + batch]))]
-    return score(pred, true_centroids(patches))
+def label_maps(seg, group: list[LabelledImage]) -> list[np.ndarray]:
+    """Instance maps of a slide's images, stain statistics fitted on the slide first."""
+    seg.fit_slide([im.image for im in group])
+    if isinstance(seg, WatershedSegmenter):
+        return [seg.label(im.image)[0] for im in group]
+    maps = seg.predict([im.image for im in group])
+    return [seg.label(m)[0] for m in maps]
 
 
-def tune(seg: EmbeddedSegmenter, patches: PatchSet) -> tuple[PostprocessConfig, float]:
-    """Best watershed thresholds by F1 on ``patches`` (training tiles: no peeking at held-out)."""
+def evaluate(seg, images: list[LabelledImage]) -> Scores:
+    scores = Scores()
+    for group in slides(images):
+        t0 = time.perf_counter()
+        preds = label_maps(seg, group)
+        scores.seconds += time.perf_counter() - t0
+        for pred, im in zip(preds, group, strict=True):
+            scores.add(pred, im.inst)
+    return scores
+
+
+def tune(seg: EmbeddedSegmenter, images: list[LabelledImage]) -> None:
+    """Print the watershed thresholds with the best mean (F1 at 12 px + PQ) over sources."""
+    groups = slides(images)
     maps = []
-    for s in range(0, len(patches), 16):
-        maps += seg.predict(list(patches.images[s : s + 16]))
-    true = true_centroids(patches)
-    best = (seg.post, -1.0)
-    grid = itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6), (11, 15, 21), (3, 5))
+    for group in groups:
+        seg.fit_slide([im.image for im in group])
+        maps += list(zip(seg.predict([im.image for im in group]), group, strict=True))
+    best = (-1.0, seg.post)
+    grid = itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5), (15, 21), (3, 5))
     for fg, edge, ks, op in grid:
         seg.post = replace(
             seg.post, fg_threshold=fg, edge_threshold=edge, sobel_ksize=ks, marker_open=op
         )
-        pred = [nuclei_from_labels(seg.label(m)[0]).centroid for m in maps]
-        f1 = score(pred, true).f1
-        print(f"fg={fg} edge={edge} ksize={ks} open={op}: F1 {f1:.4f}", flush=True)
-        if f1 > best[1]:
-            best = (seg.post, f1)
-    seg.post = best[0]
-    return best
+        per = defaultdict(Scores)
+        for m, im in maps:
+            per[im.source].add(seg.label(m)[0], im.inst)
+        value = float(np.mean([s.d12.f1 + s.seg.pq for s in per.values()]))
+        print(f"fg={fg} edge={edge} ksize={ks} open={op}: mean F1@12+PQ {value:.4f}", flush=True)
+        if value > best[0]:
+            best = (value, seg.post)
+    print(f"best on training images: {best[1]} ({best[0]:.4f})")
 
 
-def speed(
-    seg: EmbeddedSegmenter, patches: PatchSet, n: int, batch: int = 16
-) -> tuple[float, float]:
-    """(patches/s of the network alone, patches/s end to end incl. watershed) on 256² patches."""
-    images = [patches.images[i % len(patches)] for i in range(n)]
-    seg.predict(images[:batch])  # warm-up
+def speed(seg: EmbeddedSegmenter, images: list[np.ndarray], n: int, batch: int = 16):
+    """(patches/s of the network alone, patches/s incl. watershed) on 256² patches."""
+    patches = [images[i % len(images)] for i in range(n)]
+    seg.fit_slide(patches[:16])
+    seg.predict(patches[:batch])  # warm-up
     t0 = time.perf_counter()
     for s in range(0, n, batch):
-        seg.predict(images[s : s + batch])
+        seg.predict(patches[s : s + batch])
     t_net = time.perf_counter() - t0
     t0 = time.perf_counter()
     for s in range(0, n, batch):
-        seg.segment(images[s : s + batch])
-    t_all = time.perf_counter() - t0
-    return n / t_net, n / t_all
-
-
-def parse_tiles(text: str) -> list[int]:
-    lo, _, hi = text.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1))
+        seg.segment(patches[s : s + batch])
+    return n / t_net, n / (time.perf_counter() - t0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    parser.add_argument("--tiles", default="21-27", help="held-back source tiles")
-    parser.add_argument("--speed-n", type=int, default=32, help="patches timed (0: skip)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tune", action="store_true", help="tune thresholds on tiles 1-20")
+    parser.add_argument("--data", default=str(SHARED), help="folder holding the three sources")
     parser.add_argument(
-        "--train-f1", action="store_true", help="F1 on 4 patches per training tile, then stop"
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=WEIGHTS",
+        help="embedded weights to evaluate (repeatable); default: the shipped file",
     )
-    parser.add_argument("--no-stain-normalize", action="store_true")
+    parser.add_argument("--no-watershed", action="store_true")
+    parser.add_argument("--sources", default="consep,monuseg,cpm15", help="or 'none'")
+    parser.add_argument("--speed-n", type=int, default=64, help="256² patches timed (0: skip)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tune", action="store_true", help="tune thresholds on training images")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    seg = EmbeddedSegmenter(
-        weights=args.weights, device="cpu", stain_normalize=not args.no_stain_normalize
-    )
-
-    if args.train_f1:
-        train_tiles = set(range(1, 21)) - set(parse_tiles(args.tiles))
-        patches = load_patches(args.data, tiles=train_tiles)
-        every = np.array([int(n.rsplit("_", 1)[1]) % 4 == 0 for n in patches.names])
-        sc = embedded_f1(seg, patches.subset(every))
-        print(
-            f"training tiles (4 patches each): F1 {sc.f1:.4f} P {sc.precision:.3f} "
-            f"R {sc.recall:.3f} TP {sc.tp} FP {sc.fp} FN {sc.fn}"
-        )
-        return
+    models = [m.split("=", 1) for m in args.model] or [["shipped", str(DEFAULT_WEIGHTS)]]
+    sources = [] if args.sources == "none" else args.sources.split(",")
 
     if args.tune:
-        train_tiles = set(range(1, 21)) - set(parse_tiles(args.tiles))
-        patches = load_patches(args.data, tiles=train_tiles)
-        every = np.array([int(n.rsplit("_", 1)[1]) % 4 == 0 for n in patches.names])
-        post, f1 = tune(seg, patches.subset(every))  # 4 patches per training tile
-        print(f"best on training tiles: {post} F1 {f1:.4f}")
+        train_images = []
+        for source in sources:
+            train, _ = split(load_source(Path(args.data) / FOLDERS[source], source))
+            if source == "consep":  # 4 patches of each training tile
+                train_images += [im for im in train if int(im.name.rsplit("_", 1)[1]) % 4 == 0]
+            else:  # 8 whole images
+                train_images += train[:: max(1, len(train) // 8)][:8]
+        tune(EmbeddedSegmenter(weights=models[0][1], device="cpu"), train_images)
         return
 
-    held = load_patches(args.data, tiles=set(parse_tiles(args.tiles)))
-    t0 = time.perf_counter()
-    emb = embedded_f1(seg, held)
-    t_emb = time.perf_counter() - t0
-    ws = WatershedSegmenter(mpp=0.25)
-    t0 = time.perf_counter()
-    ws_score = score([n.centroid for n in ws.segment(list(held.images))], true_centroids(held))
-    t_ws = time.perf_counter() - t0
-
-    n_params = sum(p.numel() for p in seg.net.parameters())
-    norm = "raw colours" if args.no_stain_normalize else "Reinhard stain normalisation"
+    segmenters = [(name, EmbeddedSegmenter(weights=w, device="cpu")) for name, w in models]
+    if not args.no_watershed:
+        segmenters.append(("watershed", WatershedSegmenter(mpp=0.25)))
+    held = {
+        s: load_source(Path(args.data) / FOLDERS[s], s, names=set(HELD_BACK[s])) for s in sources
+    }
     print(
-        f"## Nucleus detection on held-back CoNSeP tiles {args.tiles} ({len(held)} patches 256², "
-        f"{norm})"
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared),"
+        f" torch {torch.__version__}, {datetime.date.today()}, {args.threads} threads."
     )
     print()
-    print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        f"(shared, loaded), torch {torch.__version__}, {datetime.date.today()}, "
-        f"{args.threads} threads."
-    )
-    print()
-    print("| segmenter | F1 (6 px) | precision | recall | TP | FP | FN | s (all patches) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, sc, t in (
-        (f"embedded U-Net ({n_params / 1e6:.2f} M params)", emb, t_emb),
-        ("watershed (classical)", ws_score, t_ws),
-    ):
+    if sources:
         print(
-            f"| {name} | {sc.f1:.3f} | {sc.precision:.3f} | {sc.recall:.3f} | {sc.tp} | {sc.fp} "
-            f"| {sc.fn} | {t:.1f} |"
+            "| source (held back) | segmenter | F1 6 px (P / R) | F1 12 px | PQ (DQ / SQ) | AJI | s |"
         )
-    print(f"| HoVer-Net (published, CoNSeP test) | {HOVERNET_F1:.3f} | | | | | | |")
-    if args.speed_n > 0:
-        net_ps, all_ps = speed(seg, held, args.speed_n)
+        print("|---|---|---|---|---|---|---|")
+        means = defaultdict(list)
+        for source in sources:
+            n_true = 0
+            for name, seg in segmenters:
+                sc = evaluate(seg, held[source])
+                n_true = sc.d6.tp + sc.d6.fn
+                means[name].append((sc.d6.f1, sc.d12.f1, sc.seg.pq, sc.seg.aji))
+                print(
+                    f"| {source} ({len(held[source])} images, {n_true} nuclei) | {name} "
+                    f"| {sc.d6.f1:.3f} ({sc.d6.precision:.3f} / {sc.d6.recall:.3f}) "
+                    f"| {sc.d12.f1:.3f} | {sc.seg.pq:.3f} ({sc.seg.dq:.3f} / {sc.seg.sq:.3f}) "
+                    f"| {sc.seg.aji:.3f} | {sc.seconds:.1f} |",
+                    flush=True,
+                )
+        for name, rows in means.items():
+            m = np.mean(rows, axis=0)
+            print(
+                f"| **mean over sources** | {name} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} "
+                f"| {m[3]:.3f} | |"
+            )
         print()
-        print("| embedded speed, 256² patches, batch 16, CPU | patches/s |")
-        print("|---|---|")
-        print(f"| network only | {net_ps:.1f} |")
-        print(f"| network + watershed post-processing | {all_ps:.1f} |")
+        print(f"Published for reference (not comparable: other test images): {PUBLISHED}.")
+    if args.speed_n > 0:
+        consep = load_source(Path(args.data) / FOLDERS["consep"], "consep", {"tile21"})
+        print()
+        print(
+            "| embedded speed, 256² patches, batch 16, CPU | network only, patches/s | with post-processing |"
+        )
+        print("|---|---|---|")
+        for name, seg in segmenters:
+            if isinstance(seg, EmbeddedSegmenter):
+                net_ps, all_ps = speed(seg, [im.image for im in consep], args.speed_n)
+                print(f"| {name} | {net_ps:.1f} | {all_ps:.1f} |")
 
 
 if __name__ == "__main__":

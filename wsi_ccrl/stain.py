@@ -20,6 +20,7 @@ __all__ = [
     "lab_stats",
     "reinhard_normalize",
     "reference_from_images",
+    "slide_statistics",
     "rgb_to_lab",
     "lab_to_rgb",
     "tissue_mask",
@@ -85,27 +86,68 @@ def lab_stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
     return mean.ravel(), std.ravel(), n
 
 
-def reinhard_normalize(rgb: np.ndarray, reference: StainReference = CONSEP_REFERENCE) -> np.ndarray:
+def reinhard_normalize(
+    rgb: np.ndarray,
+    reference: StainReference = CONSEP_REFERENCE,
+    source: StainReference | None = None,
+) -> np.ndarray:
     """Tile with its tissue's LAB mean/std moved to ``reference`` (all pixels move alike).
 
     Args:
         rgb: (H, W, 3) uint8 RGB tile.
         reference: target statistics.
+        source: the statistics to move from, fitted once per slide (``slide_statistics``), so a
+            pixel's result does not depend on the tile around it; default: the tile's own.
 
     Returns:
-        (H, W, 3) uint8; the input itself when the tile holds too little tissue to measure.
+        (H, W, 3) uint8; the input itself when ``source`` is None and the tile holds too little
+        tissue to measure.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
     lab = rgb_to_lab(rgb)
-    stats = lab_stats(lab)
-    if stats is None:
-        return rgb
-    mean, std, _ = stats
+    if source is None:
+        stats = lab_stats(lab)
+        if stats is None:
+            return rgb
+        mean, std, _ = stats
+    else:
+        mean, std = np.asarray(source.mean), np.asarray(source.std)
     scale = np.clip(np.asarray(reference.std) / np.maximum(std, 1e-3), 1 / MAX_SCALE, MAX_SCALE)
     shift = np.asarray(reference.mean) - mean * scale
     out = lab * scale.astype(np.float32) + shift.astype(np.float32)
     return lab_to_rgb(out)
+
+
+def slide_statistics(samples: list[np.ndarray]) -> StainReference | None:
+    """Pooled tissue LAB mean/std of sample regions of one slide (None: too little tissue).
+
+    Pooled over all tissue pixels of all samples (not averaged per sample): the spread of the
+    slide as a whole, which is what a tile of any size is normalised with.
+
+    Args:
+        samples: (H, W, 3) uint8 RGB regions read at the segmenter's resolution.
+    """
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    n = 0
+    for rgb in samples:
+        lab = rgb_to_lab(rgb)
+        stats = lab_stats(lab)
+        if stats is None:
+            continue
+        mean, std, k = stats
+        total += mean * k
+        total_sq += (std**2 + mean**2) * k
+        n += k
+    if n == 0:
+        return None
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 1e-6))
+    return StainReference(
+        tuple(round(float(v), 3) for v in mean),  # type: ignore[arg-type]
+        tuple(round(float(v), 3) for v in std),  # type: ignore[arg-type]
+    )
 
 
 def reference_from_images(images: np.ndarray | list[np.ndarray]) -> StainReference:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
-from wsi_ccrl.nuclei.train import hv_targets
+from wsi_ccrl.nuclei.targets import hv_targets
 
 
 def _discs(centres, radius, size=96):

@@ -113,8 +113,9 @@ def test_border_cells_stored_once(dense_store, tmp_path):
 
 
 def test_embedded_stain_is_fitted_per_slide_so_tile_size_changes_nothing(tmp_path):
-    """Stain statistics come from the slide, not the tile: 256- and 768-px tiles give the same
-    statistics and the same nuclei (up to the seams' context)."""
+    """Stain statistics come from the slide and the watershed uses fixed scales, not the tile's:
+    256- and 768-px tiles give the same statistics and the same nuclei (measured: 443 of 448
+    within 1 px; before, per-tile statistics and min-max scaling matched 405 within 2 px)."""
     roi = (900, 800, 700, 700)  # level-0 px of the 20x sample: 1400² px at 0.25 µm/px
     stores = [
         segment_slide(
@@ -128,9 +129,9 @@ def test_embedded_stain_is_fitted_per_slide_so_tile_size_changes_nothing(tmp_pat
     stain = [st.attrs["segmenter"]["slide_stain"] for st in stores]
     assert stain[0] == stain[1] and stain[0]["mean"][0] < 60  # the dark sample, measured once
     assert small.attrs["tiles"]["count"] > 3 * large.attrs["tiles"]["count"]
-    score = detection_score(small["centroid"][:], large["centroid"][:], radius=2.0)
-    assert len(small["centroid"]) > 300
-    assert score.recall > 0.97 and score.precision > 0.97, score
+    score = detection_score(small["centroid"][:], large["centroid"][:], radius=1.0)
+    assert small.n_cells > 300
+    assert score.recall > 0.98 and score.precision > 0.98, score
 
 
 def test_crops_at_slide_edges_and_tile_seams_hold_only_tissue(tmp_path):

@@ -4,11 +4,17 @@ Where the horizontal/vertical maps change steeply (their Sobel gradient is large
 between nuclei; the foreground minus those borders gives one marker per nucleus, and a watershed
 on the distance-like energy grows the markers back to the full foreground. Whole-image array
 operations only (OpenCV, SciPy, scikit-image): no loop over nuclei.
+
+HoVer-Net min-max normalises the maps and their gradients per image, so a border's strength
+depends on the strongest border elsewhere in the tile; here both use fixed scales (maps are in
+[-1, 1]; gradients are measured against half a unit step's response), so a nucleus' result
+does not depend on the tile it was cut from.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -29,9 +35,21 @@ class PostprocessConfig:
     marker_open: int = 5  # ellipse size of the opening that separates thin marker bridges
 
 
-def _minmax(a: np.ndarray) -> np.ndarray:
-    lo, hi = float(a.min()), float(a.max())
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+def _border_strength(hv_map: np.ndarray, axis: int, ksize: int) -> np.ndarray:
+    """Falling gradient of a [-1, 1] map along ``axis`` in [0, 1] (1: the map drops like half a
+    unit step of its [0, 1] form across the kernel, as between two touching nuclei)."""
+    unit = np.clip((hv_map + 1) * 0.5, 0, 1).astype(np.float32)
+    dx, dy = (1, 0) if axis == 0 else (0, 1)
+    grad = cv2.Sobel(unit, cv2.CV_32F, dx, dy, ksize=ksize)
+    return np.clip(0.5 - grad / (2 * _step_response(ksize)), 0, 1)
+
+
+@lru_cache(maxsize=8)
+def _step_response(ksize: int) -> float:
+    """Half the Sobel response (ksize) to a unit step: the typical strongest border of a tile."""
+    step = np.zeros((2 * ksize, 2 * ksize), np.float32)
+    step[:, ksize:] = 1
+    return 0.5 * float(cv2.Sobel(step, cv2.CV_32F, 1, 0, ksize=ksize).max())
 
 
 def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
@@ -68,13 +86,10 @@ def maps_to_instances(
     if not blob.any():
         return np.zeros(fg_prob.shape, np.int32)
 
-    h = _minmax(np.asarray(hv[0], np.float32))
-    v = _minmax(np.asarray(hv[1], np.float32))
-    sobel_h = cv2.Sobel(h, cv2.CV_32F, 1, 0, ksize=cfg.sobel_ksize)
-    sobel_v = cv2.Sobel(v, cv2.CV_32F, 0, 1, ksize=cfg.sobel_ksize)
-    sobel_h = 1 - _minmax(sobel_h)
-    sobel_v = 1 - _minmax(sobel_v)
-    edge = np.maximum(sobel_h, sobel_v)
+    edge = np.maximum(
+        _border_strength(np.asarray(hv[0], np.float32), 0, cfg.sobel_ksize),
+        _border_strength(np.asarray(hv[1], np.float32), 1, cfg.sobel_ksize),
+    )
     edge = np.clip(edge - (~blob), 0, None)
 
     energy = (1.0 - edge) * blob

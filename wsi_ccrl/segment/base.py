@@ -154,6 +154,17 @@ class Segmenter(ABC):
             tiles: RGB tiles, each (H, W, 3) uint8, at ``self.mpp``.
         """
 
+    def fit_slide(self, samples: list[np.ndarray]) -> None:
+        """Fit per-slide settings (stain statistics) on sample regions of the slide's tissue.
+
+        Called once per slide before its tiles, so that a nucleus' result depends on the slide,
+        not on the tile around it. The default does nothing.
+
+        Args:
+            samples: RGB regions, each (H, W, 3) uint8, at ``self.mpp``.
+        """
+        return None
+
     def describe(self) -> dict[str, Any]:
         """JSON-able description recorded in the store attrs (name, model, weights...)."""
         return {"name": self.name, "mpp": float(self.mpp)}

@@ -25,7 +25,12 @@ from wsi_ccrl.nuclei.net import NucleusUNet, build_net
 from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
 from wsi_ccrl.segment import register
 from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
-from wsi_ccrl.stain import CONSEP_REFERENCE, StainReference, reinhard_normalize
+from wsi_ccrl.stain import (
+    CONSEP_REFERENCE,
+    StainReference,
+    reinhard_normalize,
+    slide_statistics,
+)
 
 __all__ = ["DEFAULT_WEIGHTS", "EmbeddedSegmenter", "load_nucleus_net"]
 
@@ -69,8 +74,9 @@ class EmbeddedSegmenter(Segmenter):
         device: ``auto`` | ``cpu`` | ``cuda``.
         postprocess: watershed thresholds; default: those stored with the weights.
         max_pixels: pixels per forward pass (batch x H x W), which bounds memory (~300 B/px).
-        stain_normalize: Reinhard-normalise each tile to the training data's LAB statistics
-            (the weights file's ``stain_reference``; CoNSeP's for files that record none).
+        stain_normalize: Reinhard-normalise tiles to the training data's LAB statistics (the
+            weights file's ``stain_reference``; CoNSeP's for files that record none), from the
+            slide's statistics once ``fit_slide`` has seen it, else from each tile's own.
     """
 
     name = "embedded"
@@ -91,6 +97,7 @@ class EmbeddedSegmenter(Segmenter):
         self.post = postprocess or PostprocessConfig(**self.config.get("postprocess", {}))
         self.max_pixels = int(max_pixels)
         self.stain: StainReference | None = None
+        self.slide_stain: StainReference | None = None
         if stain_normalize:
             ref = self.config.get("stain_reference")
             try:
@@ -116,7 +123,7 @@ class EmbeddedSegmenter(Segmenter):
                 chunk = idx[start : start + per_pass]
                 batch = [tiles[i] for i in chunk]
                 if self.stain is not None:
-                    batch = [reinhard_normalize(t, self.stain) for t in batch]
+                    batch = [reinhard_normalize(t, self.stain, self.slide_stain) for t in batch]
                 x = torch.from_numpy(np.stack(batch)).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
                 if ph or pw:
@@ -130,6 +137,15 @@ class EmbeddedSegmenter(Segmenter):
                 for j, i in enumerate(chunk):
                     out[i] = (prob[j], hv[j])
         return out  # type: ignore[return-value]
+
+    def fit_slide(self, samples: list[np.ndarray]) -> None:
+        """Normalise this slide's tiles with the pooled statistics of ``samples`` (its tissue)."""
+        self.slide_stain = slide_statistics(samples) if self.stain is not None else None
+        if self.stain is not None:
+            log.info(
+                "stain statistics of the slide (LAB mean, std): %s",
+                self.slide_stain.to_dict() if self.slide_stain else "too little tissue; per tile",
+            )
 
     def label(self, tile_maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(instance labels (H, W) int32, per-label probability) of one tile's maps."""
@@ -155,6 +171,7 @@ class EmbeddedSegmenter(Segmenter):
             "channels": list(self.config.get("channels", [])),
             "postprocess": {k: getattr(self.post, k) for k in self.post.__dataclass_fields__},
             "stain_reference": self.stain.to_dict() if self.stain else None,
+            "slide_stain": self.slide_stain.to_dict() if self.slide_stain else None,
         }
 
 

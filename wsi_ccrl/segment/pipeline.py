@@ -86,6 +86,7 @@ def _segment_open_slide(
 ) -> CellStore:
     t0 = time.perf_counter()
     plan = make_plan(slide, cfg, seg.mpp)
+    seg.fit_slide(stain_samples(slide, cfg, plan))
     attrs = {
         "slide": slide.info.attrs(),
         "segmenter": seg.describe(),
@@ -166,6 +167,32 @@ def make_plan(slide: Slide, cfg: SegmentConfig, target_mpp: float) -> TilePlan:
         mask_downsample=downsample,
         min_tissue_fraction=cfg.min_tissue_fraction,
     )
+
+
+STAIN_SAMPLES = 16  # regions of 256² target pixels: enough tissue for stable statistics
+
+
+def stain_samples(
+    slide: Slide, cfg: SegmentConfig, plan: TilePlan, n: int = STAIN_SAMPLES, size: int = 256
+) -> list[np.ndarray]:
+    """Regions of the slide's tissue at the target resolution, to fit per-slide statistics on.
+
+    Centred on tissue pixels of the thumbnail's mask, evenly spaced in raster order: they depend
+    on the slide alone (not on tile size, batch or ROI), so every tile is normalised alike.
+    """
+    thumb, downsample = slide.thumbnail(max(cfg.tissue_mpp, slide.mpp))
+    rows, cols = np.nonzero(tissue_mask(thumb))
+    if rows.size == 0:
+        return []
+    pick = np.unique(np.linspace(0, rows.size - 1, min(n, rows.size)).round().astype(np.int64))
+    width, height = slide.dimensions
+    half = size * plan.scale / 2
+    samples = []
+    for r, c in zip(rows[pick], cols[pick], strict=True):
+        x = min(max((c + 0.5) * downsample, half), max(width - half, half))
+        y = min(max((r + 0.5) * downsample, half), max(height - half, half))
+        samples.append(slide.read_scaled(x - half, y - half, x + half, y + half, size, size)[0])
+    return samples
 
 
 def _read_box(

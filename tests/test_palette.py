@@ -88,12 +88,15 @@ def test_names_qupath_would_misread_are_refused_in_one_line(tmp_path, text, mess
 def test_builtin_qupath_class_names_warn_but_pass(tmp_path, caplog):
     path = tmp_path / "names.yaml"
     path.write_text("0: {name: Tumor, color: [1, 2, 3]}\n1: Tumour\n")
-    logger = logging.getLogger("wsi_ccrl")  # the CLI stops it propagating: listen on it
+    logger = logging.getLogger("wsi_ccrl")  # the CLI may stop it propagating: listen on it
+    propagate = logger.propagate
     logger.addHandler(caplog.handler)
+    logger.propagate = False
     try:
         styles = cluster_styles(2, path)
     finally:
         logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
     assert styles.names == ("Tumor", "Tumour")
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1 and "'Tumor' is a built-in QuPath class" in warned[0]

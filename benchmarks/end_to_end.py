@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "consep-patches" / "Train"
-CONFIG = ROOT / "configs" / "benchmark-consep-quick.yaml"
+CONFIG = ROOT / "wsi_ccrl" / "configs" / "benchmark-consep-quick.yaml"
 log = logging.getLogger("wsi_ccrl.benchmarks.end_to_end")  # under the package's log handler
 
 
@@ -138,6 +138,7 @@ def run(args) -> dict:
     from wsi_ccrl.config import load_section, to_dict
     from wsi_ccrl.datasets.common import load_cells
     from wsi_ccrl.features import FeatureSpace
+    from wsi_ccrl.runtime import resolve_device
     from wsi_ccrl.segment import build_segmenter
     from wsi_ccrl.store import CellStore
 
@@ -145,7 +146,7 @@ def run(args) -> dict:
     cfg = bm.load_benchmark_config(args.config, {"split": "tiles", **parse_sets(args.set)})
     if cfg.dataset != "consep" or cfg.split != "tiles":
         raise SystemExit("end_to_end scores CoNSeP validation tiles: dataset consep, split tiles")
-    device = bm.resolve_device(cfg.device)
+    device = str(resolve_device(cfg.device))
     train_device = cfg.train.device if cfg.train.device != "auto" else device
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=train_device))
     files = {s: f[: args.limit_patches] for s, f in bm.check_data(args.data_dir, cfg).items()}

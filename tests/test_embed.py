@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from wsi_ccrl.backbone import PreActResNet18
-from wsi_ccrl.embed import embed_crops, embed_store, parallel_backbone, resolve_device
+from wsi_ccrl.embed import embed_crops, embed_store, parallel_backbone
 from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.runtime import resolve_device
 from wsi_ccrl.store import CellStore
 
 

@@ -36,6 +36,7 @@ from wsi_ccrl.config import (
 )
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.runtime import resolve_device
 
 log = get_logger(__name__)
 
@@ -102,16 +103,6 @@ def load_benchmark_config(
             values["train"] = train
     apply_overrides(values, overrides)
     return build(BenchmarkConfig, values, where="benchmark")
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise WsiCcrlError("--device cuda but no CUDA GPU is visible")
-    return device
 
 
 # --------------------------------------------------------------------------- data
@@ -322,7 +313,7 @@ def run_benchmark(
     out_dir = Path(out_dir)
     cfg = resolve_split(data_dir, cfg)
     files = check_data(data_dir, cfg)  # fails fast, with how to get the data
-    device = resolve_device(cfg.device)
+    device = str(resolve_device(cfg.device))
     train_cfg_device = cfg.train.device if cfg.train.device != "auto" else device
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=train_cfg_device))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -85,8 +85,17 @@ class SegmentConfig:
             raise ConfigError("segment: chunk_cells and batch_size must be at least 1")
         if self.roi is not None and (self.roi[2] <= 0 or self.roi[3] <= 0):
             raise ConfigError(f"segment.roi: width and height must be positive, got {self.roi}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"segment.device: {self.device!r} is not auto, cpu or cuda[:N]")
+        check_device("segment", self.device)
+
+
+def check_device(section: str, device: str) -> None:
+    """Every section names devices alike: auto, cpu, cuda or cuda:N (resolved at run time by
+    ``wsi_ccrl.runtime.resolve_device``)."""
+    index = device[5:] if device.startswith("cuda:") else "0"
+    if device not in ("auto", "cpu", "cuda") and not (
+        device.startswith("cuda:") and index.isdigit()
+    ):
+        raise ConfigError(f"{section}.device: {device!r} is not auto, cpu, cuda or cuda:N")
 
 
 # --------------------------------------------------------------------------- train
@@ -127,7 +136,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """CCRL model and optimisation; defaults are the paper's (``configs/ccrl.yaml``)."""
+    """CCRL model and optimisation; defaults are the paper's (``wsi_ccrl/configs/ccrl.yaml``)."""
 
     crop_size: int = 32
     stem: str = "small"  # small: 3x3 conv, no max-pool (for 32 px crops) | imagenet: 7x7 + max-pool
@@ -159,7 +168,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
-        choices = {"stem": ("small", "imagenet"), "device": ("auto", "cpu", "cuda")}
+        check_device("train", self.device)
+        choices = {"stem": ("small", "imagenet")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(
@@ -193,7 +203,8 @@ class LabelConfig:
     seed: int = 0
     device: str = "auto"
     export: tuple[str, ...] = ("geojson",)  # geojson | csv
-    compress: bool = False
+    compress: bool | None = None  # gzip the GeoJSON; None: only above 100,000 cells
+    simplify: float = 0.5  # outline tolerance, pixels of the segmenter (0: exact pixel edges)
     gallery_per_cluster: int = 16
     overview_max_side: int = 2048
     gallery_tile: int = 64  # side of each crop in the gallery picture, pixels
@@ -203,14 +214,11 @@ class LabelConfig:
 
     def validate(self) -> None:
         """Bad choices fail here, before any embedding starts."""
+        check_device("label", self.device)
         checks = (
             (
                 self.encoder in ("momentum", "query"),
                 f"encoder must be momentum or query: {self.encoder}",
-            ),
-            (
-                self.device in ("auto", "cpu", "cuda"),
-                f"device must be auto, cpu or cuda: {self.device}",
             ),
             (
                 self.features in ("raw", "l2", "whiten"),
@@ -226,6 +234,7 @@ class LabelConfig:
             (self.gallery_per_cluster >= 1, "gallery_per_cluster must be positive"),
             (self.overview_max_side >= 16, "overview_max_side must be at least 16"),
             (self.gallery_tile >= 8, "gallery_tile must be at least 8"),
+            (0 <= self.simplify <= 4, f"simplify must be in 0..4 pixels, got {self.simplify}"),
         )
         for ok, message in checks:
             if not ok:
@@ -277,6 +286,7 @@ class BenchmarkConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        check_device("benchmark", self.device)
         if self.dataset not in ("consep", "nucls"):
             raise ConfigError(f"benchmark.dataset: consep or nucls, got {self.dataset!r}")
         if self.class_scheme not in ("original7", "merged4"):
@@ -305,10 +315,13 @@ SECTION_TYPES: dict[str, type] = {
 
 # --------------------------------------------------------------------------- loading
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a config file, following ``inherit:`` chains; one clear error for each failure."""
+    """Read a config file, following ``inherit:`` chains; one clear error for each failure.
+
+    A bare name that is no file (``quick``, ``ccrl.yaml``) is the shipped profile of that name.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        path = _shipped_profile(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -325,8 +338,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         )
     if parent is None:
         return data
-    base = read_yaml(path.parent / parent)
+    beside = path.parent / parent
+    bare = len(Path(parent).parts) == 1
+    base = read_yaml(beside if beside.is_file() or not bare else _shipped_profile(Path(parent)))
     return _deep_merge(base, data)
+
+
+def _shipped_profile(path: Path) -> Path:
+    from wsi_ccrl import resources
+
+    names = resources.profiles()
+    if len(path.parts) == 1 and path.name.removesuffix(".yaml") in names:
+        return resources.profile(path.name)
+    raise ConfigError(f"config file not found: {path} (shipped profiles: {', '.join(names)})")
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
+from wsi_ccrl.runtime import resolve_device
 
 log = get_logger(__name__)
 
@@ -53,16 +54,6 @@ def embed_crops(
         module = getattr(backbone, "module", backbone)
         return np.zeros((0, getattr(module, "feature_dim", 512)), np.float32)
     return np.concatenate(out)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` → CUDA when a GPU is visible, else CPU; asking for CUDA without one is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise WsiCcrlError("--device cuda was asked for but no CUDA GPU is visible")
-    return device
 
 
 def parallel_backbone(backbone: nn.Module, device: torch.device) -> nn.Module:

@@ -16,11 +16,12 @@ import numpy as np
 
 from wsi_ccrl.cluster import KMeansModel, file_sha256, fit_stores, predict_store
 from wsi_ccrl.config import LabelConfig, dump_yaml, to_dict
-from wsi_ccrl.embed import embed_store, resolve_device
+from wsi_ccrl.embed import embed_store
 from wsi_ccrl.errors import WsiCcrlError
-from wsi_ccrl.export import write_csv, write_geojson
+from wsi_ccrl.export import default_compress, export_store
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.palette import ClusterStyles, cluster_styles
+from wsi_ccrl.runtime import resolve_device
 from wsi_ccrl.store import CellStore, drop_empty, find_stores
 from wsi_ccrl.visualize import draw_gallery, draw_overview
 
@@ -39,6 +40,7 @@ class SlideResult:
     counts: list[int]
     files: list[Path] = field(default_factory=list)
     repaired: int = 0
+    vertices: int = 0
     embedded: bool = True  # False when the store's embeddings from this model were reused
 
 
@@ -204,15 +206,23 @@ def _export_slide(
     cfg: LabelConfig,
     result: SlideResult,
 ) -> None:
-    """The per-slide files: GeoJSON (optionally gzipped), CSV, overview PNG."""
+    """The per-slide files: GeoJSON (gzipped when asked, or by default above
+    ``GZIP_ABOVE_CELLS`` cells), CSV, overview PNG; GeoJSON and CSV in one pass."""
     stem = result.stem
+    geojson = csv = None
     if "geojson" in cfg.export:
-        path = out_dir / (f"{stem}.geojson.gz" if cfg.compress else f"{stem}.geojson")
-        result.repaired = write_geojson(store, styles, path, cfg.compress)["repaired"]
-        result.files.append(path)
+        compress = default_compress(store.n_cells) if cfg.compress is None else cfg.compress
+        geojson = out_dir / (f"{stem}.geojson.gz" if compress else f"{stem}.geojson")
+        stale = out_dir / (f"{stem}.geojson" if compress else f"{stem}.geojson.gz")
+        stale.unlink(missing_ok=True)  # never two overlays of one slide side by side
+        result.files.append(geojson)
     if "csv" in cfg.export:
-        result.files.append(csv_path := out_dir / f"{stem}.csv")
-        write_csv(store, styles, csv_path)
+        result.files.append(csv := out_dir / f"{stem}.csv")
+    if geojson or csv:
+        counts = export_store(
+            store, styles, geojson, csv, compress=bool(geojson and compress), simplify=cfg.simplify
+        )
+        result.repaired, result.vertices = counts["repaired"], counts["vertices"]
     result.files.append(overview := out_dir / f"{stem}.overview.png")
     draw_overview(store, clusters, styles, overview, cfg.overview_max_side)
 

@@ -29,6 +29,7 @@ from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.model import CCRL
 from wsi_ccrl.model_io import load_checked, save_model
+from wsi_ccrl.runtime import resolve_device
 from wsi_ccrl.schedule import cosine_schedule
 
 log = get_logger(__name__)
@@ -89,17 +90,18 @@ def fit(
 
 def select_device(cfg: TrainConfig, env: distributed.DistEnv) -> Placement:
     """The training device from ``cfg.device``/``cfg.gpus``; one clear error when there is none."""
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise WsiCcrlError("--device cuda was asked for but no CUDA GPU is visible")
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if not use_cuda:
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
         return Placement(torch.device("cpu"), None, env)
     count = torch.cuda.device_count()
     if env.distributed:  # one GPU per process under torchrun
         if env.local_rank >= count:
             raise WsiCcrlError(f"LOCAL_RANK {env.local_rank} but only {count} GPU(s) visible")
         return Placement(torch.device("cuda", env.local_rank), None, env)
-    ids = list(cfg.gpus) if cfg.gpus else list(range(count))
+    if cfg.gpus:
+        ids = list(cfg.gpus)
+    else:  # cuda:N is that GPU alone; cuda (or auto) every visible one
+        ids = [device.index] if device.index is not None else list(range(count))
     bad = [i for i in ids if not 0 <= i < count]
     if bad:
         raise WsiCcrlError(f"--gpus {bad[0]} does not exist ({count} GPU(s) visible)")

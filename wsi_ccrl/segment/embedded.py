@@ -23,6 +23,7 @@ from wsi_ccrl.errors import ConfigError
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.nuclei.net import NucleusUNet, build_net
 from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
+from wsi_ccrl.runtime import resolve_device
 from wsi_ccrl.segment import register
 from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
 from wsi_ccrl.stain import (
@@ -58,14 +59,6 @@ def load_nucleus_net(path: str | Path = DEFAULT_WEIGHTS) -> tuple[NucleusUNet, d
     return net.eval(), dict(blob["config"])
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but CUDA is not available")
-    return torch.device(name)
-
-
 class EmbeddedSegmenter(Segmenter):
     """Nucleus U-Net (foreground + HV maps) followed by HoVer-Net's marker watershed.
 
@@ -91,7 +84,7 @@ class EmbeddedSegmenter(Segmenter):
     ) -> None:
         self.weights = Path(weights) if weights else DEFAULT_WEIGHTS
         net, self.config = load_nucleus_net(self.weights)
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.net = net.to(self.device)
         self.mpp = float(self.config.get("mpp", 0.25))
         self.post = postprocess or PostprocessConfig(**self.config.get("postprocess", {}))

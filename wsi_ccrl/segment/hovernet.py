@@ -23,21 +23,11 @@ import numpy as np
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.runtime import resolve_device
 from wsi_ccrl.segment import register
 from wsi_ccrl.segment.base import Nuclei, Segmenter
 
 log = get_logger(__name__)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` is CUDA when a GPU is visible, else CPU."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise WsiCcrlError(f"--device {device}: no CUDA GPU is visible (use --device cpu)")
-    return device
 
 
 def _hovernet_models() -> dict[str, dict]:
@@ -120,7 +110,7 @@ class HoVerNetSegmenter(Segmenter):
             _check_state_dict(Path(weights), model)
         self.model_name = model
         self.weights = str(weights) if weights is not None else None
-        self.device = resolve_device(device)
+        self.device = str(resolve_device(device))  # TIAToolbox takes "cpu" / "cuda:N"
         self.batch_size = batch_size
         self.engine = self._load_engine()
         ioc = self.engine.ioconfig

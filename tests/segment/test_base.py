@@ -79,7 +79,10 @@ def test_registry_builds_by_name_and_rejects_unknown_names():
 
 
 def test_auto_prefers_given_weights_then_cache_then_embedded(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))  # an empty TIAToolbox cache
+    import tiatoolbox
+
+    # an empty TIAToolbox cache where TIAToolbox itself is told to keep it
+    monkeypatch.setitem(tiatoolbox.rcParam, "TIATOOLBOX_HOME", tmp_path / ".tiatoolbox")
     name, why = resolve_segmenter(SegmentConfig(segmenter="auto", weights="w.pth"))
     assert name == "hovernet" and "--weights" in why
     name, _ = resolve_segmenter(SegmentConfig(segmenter="auto"))

@@ -9,6 +9,7 @@ are loaded only when used.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,9 +69,19 @@ def _load(name: str) -> bool:
     return name in SEGMENTERS
 
 
+def tiatoolbox_home() -> Path:
+    """TIAToolbox's cache folder: its ``rcParam["TIATOOLBOX_HOME"]`` when TIAToolbox is already
+    imported (a script may have moved it), else its default, ``~/.tiatoolbox`` (importing
+    TIAToolbox only to read this costs seconds)."""
+    module = sys.modules.get("tiatoolbox")
+    if module is not None and hasattr(module, "rcParam"):
+        return Path(module.rcParam["TIATOOLBOX_HOME"])
+    return Path.home() / ".tiatoolbox"
+
+
 def tiatoolbox_cached_weights(model: str) -> Path | None:
-    """Where TIAToolbox keeps ``model``'s downloaded weights, if they are there (no import)."""
-    path = Path.home() / ".tiatoolbox" / "models" / f"{model}.pth"
+    """Where TIAToolbox keeps ``model``'s downloaded weights, if they are there."""
+    path = tiatoolbox_home() / "models" / f"{model}.pth"
     return path if path.is_file() else None
 
 

@@ -1,6 +1,6 @@
 """CCRL's quick-profile choices, measured on the validation split (never on a test split).
 
-Each variant is the quick CoNSeP benchmark config (`configs/benchmark-consep-quick.yaml`) with some
+Each variant is the quick CoNSeP benchmark config (`wsi_ccrl/configs/benchmark-consep-quick.yaml`) with some
 dotted overrides; it trains CCRL once on the train tiles (1–20 of the shared patches' Train) and
 scores the momentum embeddings of the validation tiles (21–27) with every way of turning
 embeddings into K-means features (`wsi_ccrl.features`): AMI / ARI, train→test and standalone, mean
@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "consep-patches"
-CONFIG = ROOT / "configs" / "benchmark-consep-quick.yaml"
+CONFIG = ROOT / "wsi_ccrl" / "configs" / "benchmark-consep-quick.yaml"
 
 # name -> dotted overrides of the quick benchmark config (train.* are CCRL's settings); "edge":
 # "shift" trains and scores on crops shifted inside the image instead of mirrored past its edge

@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 from wsi_ccrl_cli.options import device_option
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 def profile_config(dataset: str, profile: str) -> Path:
-    """``configs/benchmark-<dataset>.yaml`` (paper) or ``benchmark-<dataset>-quick.yaml``."""
+    """The shipped ``benchmark-<dataset>.yaml`` (paper) or ``benchmark-<dataset>-quick.yaml``."""
+    from wsi_ccrl.resources import profile as shipped
+
     suffix = "" if profile == "paper" else f"-{profile}"
-    return CONFIGS / f"benchmark-{dataset}{suffix}.yaml"
+    return shipped(f"benchmark-{dataset}{suffix}")
 
 
 @click.command()
@@ -29,7 +29,7 @@ def profile_config(dataset: str, profile: str) -> Path:
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="YAML config (default: configs/benchmark-<dataset>[-quick].yaml per --profile).",
+    help="YAML config (default: the shipped benchmark-<dataset>[-quick] per --profile).",
 )
 @click.option(
     "--profile",

@@ -7,26 +7,22 @@ from pathlib import Path
 
 import click
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "CMU-1-Small-Region.svs"
-QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
-
 
 @click.command()
 @click.option(
     "--slide",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=SAMPLE,
-    show_default=True,
-    help="Slide to run on (the bundled sample by default).",
+    default=None,
+    help="Slide to run on (default: the bundled sample, CMU-1-Small-Region.svs).",
 )
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=QUICK,
+    default="quick",
     show_default=True,
-    help="Profile for all three steps.",
+    help="Profile for all three steps: a YAML file or a shipped profile's name.",
 )
+@click.option("--roi", default=None, help="Only this region x,y,w,h (level-0 pixels): a quick look.")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -36,12 +32,16 @@ QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=None, help="Override training epochs."
 )
-def demo(slide: Path, config_path: Path, out: Path, epochs: int | None) -> None:
+def demo(
+    slide: Path | None, config_path: str, roi: str | None, out: Path, epochs: int | None
+) -> None:
     """Segment the sample slide, train CCRL on its cells, label them and export QuPath overlays."""
     from wsi_ccrl.demo import run_demo
+    from wsi_ccrl.resources import sample_slide
+    from wsi_ccrl.slide import parse_roi
 
     started = time.perf_counter()
-    result = run_demo(slide, out, config_path, epochs=epochs)
+    result = run_demo(slide or sample_slide(), out, config_path, epochs=epochs, roi=parse_roi(roi))
     minutes = (time.perf_counter() - started) / 60
     click.echo(f"\nDone in {minutes:.1f} min. Wrote:")
     for label, path in result.items():

@@ -7,13 +7,14 @@ import click
 from wsi_ccrl.config import load_section
 
 
-def config_option(profile_hint: str = "configs/ccrl.yaml"):
+def config_option():
     return click.option(
         "--config",
         "config_path",
         type=click.Path(dir_okay=False),
         default=None,
-        help=f"YAML config (e.g. {profile_hint}); options given here override it.",
+        help="YAML config, or a shipped profile's name (ccrl: the paper's, quick: CPU-sized); "
+        "options given here override it.",
     )
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONFIGS
 from conftest import CONSEP_PATCHES as PATCHES
 
 from wsi_ccrl import benchmark
 from wsi_ccrl.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_consep(root: Path, names: list[str]) -> Path:
@@ -58,13 +57,13 @@ def test_cluster_scores_on_separable_features():
 
 
 def test_config_profiles_and_validation():
-    quick = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-consep-quick.yaml")
-    paper = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-consep.yaml")
+    quick = benchmark.load_benchmark_config(CONFIGS / "benchmark-consep-quick.yaml")
+    paper = benchmark.load_benchmark_config(CONFIGS / "benchmark-consep.yaml")
     assert paper.train.epochs == 500 and paper.class_scheme == "original7"  # from ccrl.yaml
     assert quick.class_scheme == "merged4" and quick.split == "auto"
     assert quick.train.batch_size == 64 and paper.train.temperature == 0.07
     assert set(quick.train_tiles).isdisjoint(quick.test_tiles)
-    nucls = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-nucls.yaml")
+    nucls = benchmark.load_benchmark_config(CONFIGS / "benchmark-nucls.yaml")
     assert nucls.window_scale == 1.0 and nucls.dataset == "nucls"  # the box itself
     with pytest.raises(ConfigError, match="unknown"):
         benchmark.load_benchmark_config(None, {"models": ["ccrl", "vae"]})
@@ -74,7 +73,7 @@ def test_config_profiles_and_validation():
 
 def test_split_auto_is_official_with_a_test_folder(tmp_path):
     """The official Test split is the default where it exists; else validation tiles of Train."""
-    cfg = benchmark.load_benchmark_config(ROOT / "configs" / "benchmark-consep-quick.yaml")
+    cfg = benchmark.load_benchmark_config(CONFIGS / "benchmark-consep-quick.yaml")
     (tmp_path / "Train").mkdir()
     tiles = benchmark.resolve_split(tmp_path, cfg)
     assert tiles.split == "tiles"

@@ -14,7 +14,7 @@ from wsi_ccrl.config import (
 )
 from wsi_ccrl.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "wsi_ccrl" / "configs"
 
 
 def test_paper_defaults_match_dataclass_defaults():
@@ -69,6 +69,21 @@ def test_bad_configs_give_one_line(tmp_path, text, message):
 def test_missing_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_section("train", "no/such.yaml")
+    with pytest.raises(ConfigError, match=r"not found: fast \(shipped profiles: benchmark-cons"):
+        load_section("train", "fast")
+
+
+def test_a_shipped_profile_by_name(tmp_path, monkeypatch):
+    """``--config quick`` works from any folder (an installed wheel has no configs/ beside it);
+    a file of that name in the working folder wins, and a user's file may inherit a profile."""
+    monkeypatch.chdir(tmp_path)
+    quick = load_section("train", CONFIGS / "quick.yaml")
+    assert load_section("train", "quick") == load_section("train", "quick.yaml") == quick
+    (tmp_path / "quick").write_text("train:\n  epochs: 2\n")
+    assert load_section("train", "quick").epochs == 2
+    (tmp_path / "mine.yaml").write_text("inherit: quick.yaml\ntrain:\n  epochs: 4\n")
+    mine = load_section("train", tmp_path / "mine.yaml")
+    assert mine.epochs == 4 and mine.batch_size == quick.batch_size
 
 
 def test_dump_round_trip(tmp_path):

@@ -4,7 +4,6 @@ import geojson
 import numpy as np
 import torch
 from click.testing import CliRunner
-from conftest import ROOT, SAMPLE_SLIDE
 from PIL import Image
 from shapely.geometry import Point, shape
 from wsi_ccrl_cli.main import cli
@@ -12,10 +11,9 @@ from wsi_ccrl_cli.main import cli
 from wsi_ccrl.store import CellStore
 
 TINY = """\
-inherit: {quick}
+inherit: quick
 segment:
   segmenter: embedded
-  roi: [1000, 1350, 420, 420]
   tile_size: 512
 train:
   epochs: 1
@@ -31,11 +29,10 @@ label:
 
 def test_demo_runs_the_whole_chain(tmp_path):
     config = tmp_path / "tiny.yaml"
-    config.write_text(TINY.format(quick=ROOT / "configs" / "quick.yaml"))
+    config.write_text(TINY)
     out = tmp_path / "demo"
-    result = CliRunner().invoke(
-        cli, ["demo", "--slide", str(SAMPLE_SLIDE), "--config", str(config), "--out", str(out)]
-    )
+    roi = ["--roi", "1000,1350,420,420"]  # the bundled slide by default
+    result = CliRunner().invoke(cli, ["demo", "--config", str(config), *roi, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Import objects" in result.output
 

@@ -1,7 +1,7 @@
 """The whole job on one slide, as a new user first sees it: segment → train → label → export.
 
 Each step is the same library call its command makes, with the sections of one config profile
-(``configs/quick.yaml`` by default), so the demo is the real pipeline, only smaller.
+(the shipped ``quick`` profile by default), so the demo is the real pipeline, only smaller.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ def run_demo(
     out: str | Path,
     config_path: str | Path,
     epochs: int | None = None,
+    roi: tuple[int, int, int, int] | None = None,
 ) -> dict[str, Path]:
-    """Run the pipeline on ``slide`` into ``out``; return what was written, by description.
+    """Run the pipeline on ``slide`` (or its ``roi``) into ``out``; return what was written.
 
     Re-running resumes: a finished store is reused and training continues from its checkpoint.
     """
@@ -31,7 +32,7 @@ def run_demo(
 
     out = Path(out)
     # validate every section before the first minute of work
-    seg_cfg = load_section("segment", config_path)
+    seg_cfg = load_section("segment", config_path, {"roi": roi})
     train_cfg = load_section("train", config_path, {"epochs": epochs})
     label_cfg = load_section("label", config_path)
     if train_cfg.crop_size != seg_cfg.crop_size:

@@ -1,0 +1,25 @@
+"""The files shipped inside the package: found through importlib.resources, not the source tree."""
+
+import pytest
+from conftest import CONFIGS, SAMPLE_SLIDE
+
+from wsi_ccrl import resources
+from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.slide import Slide
+
+
+def test_sample_slide_and_profiles_are_package_data():
+    assert resources.sample_slide().samefile(SAMPLE_SLIDE)
+    with Slide.open(resources.sample_slide()) as slide:
+        assert slide.dimensions == (2220, 2967)
+    assert resources.profiles() == sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    assert {"ccrl", "quick", "benchmark-consep-quick"} <= set(resources.profiles())
+    assert resources.profile("quick").samefile(CONFIGS / "quick.yaml")
+    assert resources.profile("ccrl.yaml").samefile(CONFIGS / "ccrl.yaml")
+
+
+def test_unknown_profile_is_one_line():
+    with pytest.raises(WsiCcrlError, match=r"no config profile 'fast' \(shipped: benchmark-"):
+        resources.profile("fast")
+    with pytest.raises(WsiCcrlError, match="missing from this installation"):
+        resources.bundled("data", "nothing.svs")

@@ -90,7 +90,7 @@ def edge_contours(offsets: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.n
     lengths = np.diff(offsets)
     n = lengths.size
     owner = np.repeat(np.arange(n), lengths)
-    nxt, _ = _ring_neighbours(lengths)
+    nxt, _ = ring_neighbours(lengths)
     delta = pts[nxt] - pts
     steps = np.abs(delta).max(axis=1).astype(np.int64)
     chain_ok = (delta == 0).any(axis=1) | (np.abs(delta[:, 0]) == np.abs(delta[:, 1]))
@@ -105,7 +105,7 @@ def edge_contours(offsets: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.n
     chain = pts[src] + t[:, None] * unit[src]
     code = _direction_code(unit[src])
     chain_owner = owner[src]
-    _, prev = _ring_neighbours(np.bincount(chain_owner, minlength=n))
+    _, prev = ring_neighbours(np.bincount(chain_owner, minlength=n))
     # 2. its corners: from the entry corner (incoming step) to the exit corner (outgoing step),
     # counter-clockwise round the pixel; a full turn where the two meet (the tip of a spur)
     entry, exit_ = _ENTRY[code[prev]], _EXIT[code]
@@ -117,10 +117,10 @@ def edge_contours(offsets: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.n
     pix = np.repeat(np.arange(chain.shape[0]), k)
     j = np.arange(pix.size) - np.repeat(np.cumsum(k) - k, k)
     out = chain[pix] + _CORNERS[(entry[pix] - j) % 4]
-    return _drop_redundant(out, chain_owner[pix], n)
+    return drop_redundant(out, chain_owner[pix], n)
 
 
-def _ring_neighbours(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ring_neighbours(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index of the next and previous point of each point, cyclic within its ring."""
     ends = np.cumsum(lengths)
     starts = ends - lengths
@@ -139,12 +139,12 @@ def _direction_code(unit: np.ndarray) -> np.ndarray:
     return lut[unit[:, 0].astype(np.int64) + 1, unit[:, 1].astype(np.int64) + 1]
 
 
-def _drop_redundant(xy: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def drop_redundant(xy: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Drop repeated points, then points inside a straight run, ring by ring (cyclic)."""
-    nxt, _ = _ring_neighbours(np.bincount(owner, minlength=n))
+    nxt, _ = ring_neighbours(np.bincount(owner, minlength=n))
     keep = (xy[nxt] != xy).any(axis=1)
     xy, owner = xy[keep], owner[keep]
-    nxt, prev = _ring_neighbours(np.bincount(owner, minlength=n))
+    nxt, prev = ring_neighbours(np.bincount(owner, minlength=n))
     a, b = xy - xy[prev], xy[nxt] - xy
     straight = (a[:, 0] * b[:, 1] == a[:, 1] * b[:, 0]) & ((a * b).sum(axis=1) > 0)
     xy, owner = xy[~straight], owner[~straight]

@@ -42,7 +42,18 @@ from wsi_ccrl_cli.options import batch_size_option, config_option, device_option
     default=None,
     help="Comma-separated exports: geojson, csv (e.g. geojson,csv).",
 )
-@click.option("--compress/--no-compress", default=None, help="Write .geojson.gz (QuPath >= 0.4).")
+@click.option(
+    "--compress/--no-compress",
+    default=None,
+    help="Write .geojson.gz, which QuPath >= 0.4 imports (default: above 100,000 cells).",
+)
+@click.option(
+    "--simplify",
+    type=click.FloatRange(0, 4),
+    default=None,
+    help="Outline simplification tolerance, in the segmenter's pixels (0: exact pixel edges; "
+    "default 0.5, area kept within 1 %).",
+)
 @click.option(
     "--names",
     type=click.Path(dir_okay=False),
@@ -86,6 +97,7 @@ def label(
     encoder,
     export,
     compress,
+    simplify,
     names,
     save_kmeans,
     kmeans_path,
@@ -114,6 +126,7 @@ def label(
         encoder=encoder,
         export=export,
         compress=compress,
+        simplify=simplify,
         fit_sample=fit_sample,
         seed=seed,
         features=features,

@@ -199,3 +199,23 @@ def test_an_empty_store_in_a_cohort_is_skipped_with_a_warning(
 def test_label_config_is_validated(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_section("label", None, overrides)
+
+
+def test_geojson_is_gzipped_by_default_above_the_threshold(
+    small_store_factory, random_model_file, tmp_path, monkeypatch
+):
+    import wsi_ccrl.export
+
+    store = small_store_factory("big", max_cells=4)  # 8 cells
+    out = tmp_path / "out"
+    cfg = dataclasses.replace(CFG, k=2)
+    assert cfg.compress is None  # the default: decided by the number of cells
+    label_stores(random_model_file, [store], out, cfg)
+    assert (out / "big.geojson").is_file()
+    monkeypatch.setattr(wsi_ccrl.export, "GZIP_ABOVE_CELLS", 7)
+    summary = label_stores(random_model_file, [store], out, cfg)
+    assert (out / "big.geojson.gz").is_file() and not (out / "big.geojson").exists()
+    assert out / "big.geojson.gz" in summary.slides[0].files
+    assert summary.slides[0].vertices > 8 * 4
+    label_stores(random_model_file, [store], out, dataclasses.replace(cfg, compress=False))
+    assert (out / "big.geojson").is_file() and not (out / "big.geojson.gz").exists()

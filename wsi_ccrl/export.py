@@ -1,121 +1,55 @@
-"""Per-slide exports: GeoJSON that QuPath imports, and a CSV with one row per cell.
+"""Per-slide exports, written in one streamed pass: GeoJSON that QuPath imports, and a CSV.
 
-Both are streamed: cells are read from the store, formatted and written a chunk at a time, into a
-temporary name that is renamed when complete, so memory stays flat whatever the slide's size and a
-crash leaves no half-written file under the final name.
+The GeoJSON follows QuPath's reader (qupath-core ``PathObjectTypeAdapters``, ``GsonTools``,
+``ROITypeAdapters``; 0.4.4, 0.5.1, 0.6.0): a FeatureCollection of Features with a UUID ``id``
+(QuPath's object ID), a Polygon or MultiPolygon in level-0 pixels of QuPath's frame (pixel
+(i, j) covers [j, j + 1) x [i, i + 1)) on its 0.01 px grid, and ``properties`` =
+``{"objectType": "detection", "name"?, "classification": {"name", "color"}, "measurements"}``.
+Measurements are numbers only; a missing value (NaN) is left out, never written as 0. The area is
+the exported polygon's own, named ``Nucleus: Area µm^2`` so that it neither clashes with the
+``Area µm^2`` QuPath's "Add shape features" writes on detections nor disagrees with it. The file is
+ASCII (names escaped), which QuPath reads whatever its platform's charset.
 
-GeoJSON follows QuPath's reader (qupath-core ``QuPathTypeAdapters`` / ``GsonTools``): a
-FeatureCollection; every Feature has a UUID ``id``, a closed Polygon in level-0 pixels rounded to
-2 decimals, and ``properties`` = ``{"objectType": "detection", "classification": {"name", "color"},
-"measurements": {name: number}}``, with no per-object metadata strings. QuPath >= 0.6 aborts the
-whole import on one self-intersecting polygon, so invalid polygons are repaired (shapely
-``make_valid``, the largest polygon kept). Formatting is vectorised: one %-template per chunk.
+The CSV has one row per cell, keyed by the same object ID as QuPath's measurement export
+("Object ID"), with the polygon's centroid and area, so the two tables join.
+
+Chunks of cells are read, shaped (``wsi_ccrl.overlay``) and formatted (``wsi_ccrl.textrows``) as
+whole arrays, and written by a background thread (which also gzips) under a temporary name that is
+renamed when complete: memory stays flat whatever the slide's size, and a crash leaves no
+half-written file under the final name.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import shapely
 
+from wsi_ccrl.contours import legacy_shift
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.overlay import DEFAULT_SIMPLIFY, CellShapes, cell_shapes
 from wsi_ccrl.palette import ClusterStyles
+from wsi_ccrl.textrows import Rows
 
 log = get_logger(__name__)
 
 EXPORT_FORMATS = ("geojson", "csv")
 EXPORT_CHUNK_CELLS = 16384
-_HEAD = '{"type":"Feature","id":"%s","geometry":{"type":"Polygon","coordinates":[['
-_POINT = "[%.2f,%.2f],"
-_LAST_POINT = "[%.2f,%.2f]"
-_MEASUREMENT_FORMATS = ("%.2f", "%.4f", "%d", "%.4f")  # area, distance, type, probability
-
-
-# --------------------------------------------------------------------------- geometry
-def clean_polygons(
-    offsets: np.ndarray, xy: np.ndarray, bbox: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Contours rounded to 2 decimals and made valid, ready to write.
-
-    Args:
-        offsets: (n+1,) int64 CSR offsets into ``xy``, starting at 0.
-        xy: (m, 2) contour points, level-0 pixels (rings not closed).
-        bbox: (n, 4) x0, y0, x1, y1 of each cell, used for degenerate contours (< 3 points).
-
-    Returns:
-        (offsets, xy float64, number of repaired cells). Valid contours come back unchanged but
-        for the rounding; invalid ones are replaced by the exterior of the largest polygon of
-        ``make_valid`` (snapped to the 0.01 grid), degenerate ones by their bounding box.
-    """
-    offsets = np.asarray(offsets, np.int64)
-    xy = np.round(np.asarray(xy, np.float64).reshape(-1, 2), 2)
-    lengths = np.diff(offsets)
-    n = lengths.size
-    ok = lengths >= 3
-    bad = ~ok
-    if ok.any():
-        cell_of_point = np.repeat(np.arange(n), lengths)
-        keep = ok[cell_of_point]
-        _, ring_idx = np.unique(cell_of_point[keep], return_inverse=True)
-        rings = shapely.linearrings(xy[keep], indices=ring_idx)
-        valid = shapely.is_valid(shapely.polygons(rings))
-        bad[np.flatnonzero(ok)[~valid]] = True
-    if not bad.any():
-        return offsets, xy, 0
-    replaced: dict[int, np.ndarray] = {}
-    for i in np.flatnonzero(bad):  # few cells: the rest stay vectorised
-        pts = xy[offsets[i] : offsets[i + 1]]
-        replaced[int(i)] = _repair(pts, np.asarray(bbox[i], np.float64))
-    new_lengths = lengths.copy()
-    for i, pts in replaced.items():
-        new_lengths[i] = len(pts)
-    new_offsets = np.concatenate([[0], np.cumsum(new_lengths)]).astype(np.int64)
-    new_xy = np.empty((int(new_offsets[-1]), 2), np.float64)
-    good_cells = ~bad
-    src_idx = np.repeat(
-        offsets[:-1][good_cells] - new_offsets[:-1][good_cells], lengths[good_cells]
-    )
-    dst = np.repeat(good_cells, new_lengths)
-    new_xy[dst] = xy[np.flatnonzero(dst) + src_idx]
-    for i, pts in replaced.items():
-        new_xy[new_offsets[i] : new_offsets[i + 1]] = pts
-    return new_offsets, new_xy, len(replaced)
-
-
-def _repair(points: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-    """The exterior (not closed) of the largest valid polygon for one bad contour."""
-    poly = None
-    if len(points) >= 3:
-        poly = _largest(shapely.make_valid(shapely.Polygon(points)))
-        if poly is not None:
-            poly = _largest(shapely.set_precision(poly, 0.01))
-    if poly is None:  # degenerate: the cell's bounding box (at least 1 px)
-        x0, y0, x1, y1 = bbox
-        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-        return np.round(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64), 2)
-    return np.round(np.asarray(poly.exterior.coords)[:-1], 2)
-
-
-def _largest(geom) -> shapely.Polygon | None:
-    parts = [
-        p
-        for g in shapely.get_parts(geom)
-        for p in (shapely.get_parts(g) if g.geom_type == "MultiPolygon" else [g])
-        if p.geom_type == "Polygon" and p.area > 0
-    ]
-    return max(parts, key=lambda p: p.area) if parts else None
+GZIP_ABOVE_CELLS = 100_000  # default: .geojson.gz above this (about 30 MiB of GeoJSON)
+AREA_DECIMALS, DISTANCE_DECIMALS, PROB_DECIMALS = 2, 4, 4
 
 
 # --------------------------------------------------------------------------- ids
-def cell_uuids(key: str, start: int, stop: int) -> np.ndarray:
-    """Deterministic version-4-format UUID strings for cells ``start:stop`` of slide ``key``.
+def uuid_chars(key: str, start: int, stop: int) -> np.ndarray:
+    """(n, 36) ASCII bytes of deterministic version-4-format UUIDs for cells ``start:stop``.
 
     A splitmix64 hash of (slide, cell index), vectorised: reruns give identical ids, and a cell's
     id does not depend on how the export is chunked.
@@ -126,11 +60,18 @@ def cell_uuids(key: str, start: int, stop: int) -> np.ndarray:
     raw = words.astype(">u8").view(np.uint8).reshape(-1, 16).copy()
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
-    hexed = np.frombuffer(raw.tobytes().hex().encode(), "S1").reshape(-1, 32)
-    out = np.full((hexed.shape[0], 36), b"-", "S1")
+    hexdigits = np.frombuffer(b"0123456789abcdef", np.uint8)
+    nibbles = np.stack([raw >> 4, raw & 0x0F], axis=2).reshape(-1, 32)
+    hexed = hexdigits[nibbles]
+    out = np.full((hexed.shape[0], 36), ord("-"), np.uint8)
     for a, b, o in ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24)):
         out[:, o : o + b - a] = hexed[:, a:b]
-    return out.view("S36").ravel().astype(str).astype(object)
+    return out
+
+
+def cell_uuids(key: str, start: int, stop: int) -> np.ndarray:
+    """The UUIDs of ``uuid_chars`` as an array of str."""
+    return uuid_chars(key, start, stop).view("S36").ravel().astype(str)
 
 
 def _splitmix64(z: np.ndarray) -> np.ndarray:
@@ -140,96 +81,225 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+# --------------------------------------------------------------------------- what is written
+def measurement_names(mpp: float | None) -> tuple[str, str, str]:
+    """QuPath measurement names: area (µm² when the slide's µm/px is known), distance, prob."""
+    area = "Nucleus: Area \u00b5m^2" if mpp else "Nucleus: Area px^2"
+    return (area, "CCRL: Cluster distance", "Segmenter: Probability")
+
+
+CSV_COLUMNS = (
+    "Object ID", "cell", "centroid_x", "centroid_y", "{area}", "cluster", "cluster_name",
+    "cluster_distance", "seg_type", "seg_type_name", "seg_prob",
+)  # fmt: skip
+
+
+def csv_header(mpp: float | None) -> str:
+    area = "area_um2" if mpp else "area_px2"
+    return ",".join(CSV_COLUMNS).replace("{area}", area) + "\n"
+
+
+def type_names(store) -> dict[int, str]:
+    """The segmenter's class name of each ``seg_type`` code (HoVer-Net's ``nuc_type_dict``)."""
+    seg = store.attrs.get("segmenter")
+    types = seg.get("types") if isinstance(seg, dict) else None
+    return {int(k): str(v) for k, v in (types or {}).items()}
+
+
+@dataclass
+class Chunk:
+    """One chunk of cells, everything both writers need."""
+
+    start: int
+    shapes: CellShapes
+    ids: np.ndarray  # (n, 36) uint8
+    cluster: np.ndarray  # (n,) int64
+    distance: np.ndarray  # (n,) float64
+    seg_type: np.ndarray  # (n,) int64
+    seg_prob: np.ndarray  # (n,) float64
+    area_scale: float  # px² -> written area unit
+
+
+def read_chunk(store, start: int, stop: int, simplify: float, key: str) -> Chunk:
+    """Cells ``start:stop`` of a labelled store, shaped for QuPath."""
+    offsets, xy = store.contours(start, stop)
+    shapes = cell_shapes(
+        offsets,
+        xy,
+        store["bbox"][start:stop],
+        simplify=simplify,
+        pitch=outline_pitch(store.attrs),
+        legacy_shift=legacy_shift(store.attrs),
+    )
+    mpp = store.mpp
+    return Chunk(
+        start=start,
+        shapes=shapes,
+        ids=uuid_chars(key, start, stop),
+        cluster=np.asarray(store["cluster"][start:stop]).astype(np.int64),
+        distance=np.asarray(store["cluster_distance"][start:stop], np.float64),
+        seg_type=np.asarray(store["seg_type"][start:stop]).astype(np.int64),
+        seg_prob=np.asarray(store["seg_prob"][start:stop], np.float64),
+        area_scale=mpp * mpp if mpp else 1.0,
+    )
+
+
+def outline_pitch(attrs: dict[str, Any]) -> float:
+    """Level-0 px per pixel of the segmenter's outline (tile plan's µm/px over the slide's)."""
+    tiles, slide = attrs.get("tiles"), attrs.get("slide")
+    target = tiles.get("target_mpp") if isinstance(tiles, dict) else None
+    mpp = slide.get("mpp") if isinstance(slide, dict) else None
+    return float(target) / float(mpp) if target and mpp else 1.0
+
+
 # --------------------------------------------------------------------------- formatting
-def measurement_names(mpp: float | None) -> tuple[str, ...]:
-    """QuPath measurement names; the area is in µm² when the slide's µm/px is known."""
-    area = "Area \u00b5m^2" if mpp else "Area px^2"
-    return (area, "Cluster distance", "Segmenter type", "Segmenter probability")
+class GeoJsonFormat:
+    """Features of a store's chunks as bytes; classification and names rendered once."""
 
-
-def format_features(
-    ids: np.ndarray,
-    offsets: np.ndarray,
-    xy: np.ndarray,
-    clusters: np.ndarray,
-    measurements: np.ndarray,
-    styles: ClusterStyles,
-    names: tuple[str, ...],
-    first: bool,
-) -> str:
-    """GeoJSON text of a chunk of Features, comma-separated, with one %-template (no per-cell loop).
-
-    Args:
-        ids: (n,) UUID strings.
-        offsets, xy: CSR contours (not closed; >= 3 points each), from ``clean_polygons``.
-        clusters: (n,) cluster ids in ``0..k-1``.
-        measurements: (n, len(names)) float values.
-        first: whether the chunk starts the collection (no leading comma).
-    """
-    n = ids.shape[0]
-    if n == 0:
-        return ""
-    meas = np.nan_to_num(np.asarray(measurements, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lengths = np.diff(offsets) + 1  # closed rings
-    coff = np.concatenate([[0], np.cumsum(lengths)])
-    # closed rings: each cell's points, then its first point again
-    point_src = np.repeat(offsets[:-1] - coff[:-1], lengths) + np.arange(coff[-1])
-    point_src[coff[1:] - 1] = offsets[:-1]
-    ring = xy[point_src]
-    # template: head + points + per-cluster tail (classification pre-rendered, % escaped)
-    meas_fmt = ",".join(
-        f"{json.dumps(m).replace('%', '%%')}:{fmt}"
-        for m, fmt in zip(names, _MEASUREMENT_FORMATS, strict=True)
-    )
-    last_tokens = np.array(
-        [
-            _LAST_POINT
-            + (
-                ']]},"properties":{"objectType":"detection","classification":{"name":'
-                + json.dumps(name)
-                + ',"color":[{},{},{}]}}'.format(*colour)
-            ).replace("%", "%%")
-            + ',"measurements":{'
-            + meas_fmt
-            + "}}}"
+    def __init__(self, styles: ClusterStyles, mpp: float | None, types: dict[int, str]):
+        area, distance, prob = (json.dumps(m) for m in measurement_names(mpp))
+        self.classes = [
+            ',"classification":{"name":'
+            + json.dumps(name)
+            + ',"color":[{},{},{}]}},"measurements":{{'.format(*colour)
+            + area
+            + ":"
             for name, colour in styles.styles()
-        ],
-        dtype=object,
-    )
-    tokens = np.full(coff[-1], _POINT, dtype=object)
-    tokens[coff[1:] - 1] = last_tokens[np.asarray(clusters, np.int64)]
-    heads = np.full(n, ",\n" + _HEAD, dtype=object)
-    if first:
-        heads[0] = "\n" + _HEAD
-    tokens[coff[:-1]] = heads + tokens[coff[:-1]]
-    # values in template order: id, x0, y0, x1, y1, ..., measurements
-    width = 1 + 2 * lengths + meas.shape[1]
-    base = np.concatenate([[0], np.cumsum(width)[:-1]])
-    vals = np.empty(int(width.sum()), dtype=object)
-    vals[base] = ids
-    pos = np.repeat(base + 1 - 2 * coff[:-1], lengths) + 2 * np.arange(coff[-1])
-    vals[pos] = ring[:, 0].tolist()
-    vals[pos + 1] = ring[:, 1].tolist()
-    mpos = base + 1 + 2 * lengths
-    for j in range(meas.shape[1]):
-        vals[mpos + j] = meas[:, j].tolist()
-    return "".join(tokens.tolist()) % tuple(vals.tolist())
+        ]
+        self.distance_key = f",{distance}:"
+        self.prob_key = f",{prob}:"
+        self.types = types
+        codes = sorted(types)
+        self.type_codes = np.array(codes, np.int64)
+        self.type_table = [f',"name":{json.dumps(types[c])}' for c in codes] + [""]
+
+    def chunk(self, c: Chunk, first: bool) -> bytes:
+        s = c.shapes
+        n = s.n_cells
+        rows = Rows(n)
+        lead = np.ones(n, np.int64)
+        if first:
+            lead[0] = 0
+        rows.pick(['\n{"type":"Feature","id":"', ',\n{"type":"Feature","id":"'], lead)
+        rows.items(np.ones(n, np.int64), [(c.ids, np.full(n, 36))])
+        multi = np.diff(s.cell_offsets) > 1
+        rows.pick(
+            ['","geometry":{"type":"Polygon","coordinates":',
+             '","geometry":{"type":"MultiPolygon","coordinates":'],
+            multi.astype(np.int64),
+        )  # fmt: skip
+        opens, closes, sep, per_cell = _bracket_counts(s, multi)
+        rows.items(
+            per_cell,
+            [(_BRACKETS[0], opens), "[", (s.xy[:, 0], 2), ",", (s.xy[:, 1], 2), "]",
+             (_BRACKETS[1], closes), (["", ","], sep)],
+        )  # fmt: skip
+        rows.literal('},"properties":{"objectType":"detection"')
+        if self.types:
+            pos = np.searchsorted(self.type_codes, c.seg_type)
+            known = (pos < self.type_codes.size) & (
+                self.type_codes[np.minimum(pos, self.type_codes.size - 1)] == c.seg_type
+            )
+            rows.pick(self.type_table, np.where(known, pos, len(self.type_table) - 1))
+        rows.pick(self.classes, c.cluster)
+        rows.number(s.area * c.area_scale, AREA_DECIMALS)
+        rows.number(
+            c.distance, DISTANCE_DECIMALS, self.distance_key, present=np.isfinite(c.distance)
+        )
+        rows.number(c.seg_prob, PROB_DECIMALS, self.prob_key, present=np.isfinite(c.seg_prob))
+        rows.literal("}}}")
+        return rows.to_bytes()
 
 
-# --------------------------------------------------------------------------- writers
+_BRACKETS = (["", "[", "[[", "[[["], ["", "]", "]]", "]]]"])
+
+
+def _bracket_counts(s: CellShapes, multi: np.ndarray):
+    """Per point: brackets to open before it and close after it, whether a comma follows it; and
+    points per cell. Polygon: ``[[[x,y],...],[hole]]``; MultiPolygon: ``[[[[x,y],...]],...]``."""
+    ring_len = np.diff(s.ring_offsets)
+    poly_rings = np.diff(s.polygon_offsets)
+    cell_polys = np.diff(s.cell_offsets)
+    poly_cell = np.repeat(np.arange(cell_polys.size), cell_polys)
+    ring_poly = np.repeat(np.arange(poly_rings.size), poly_rings)
+    ring_cell = poly_cell[ring_poly]
+    ring_ids = np.arange(ring_len.size)
+    # ring r opens its polygon (and maybe its cell) / closes them
+    ring_opens_poly = ring_ids == s.polygon_offsets[:-1][ring_poly]
+    ring_closes_poly = ring_ids == s.polygon_offsets[1:][ring_poly] - 1
+    poly_ids = np.arange(poly_rings.size)
+    poly_opens_cell = poly_ids == s.cell_offsets[:-1][poly_cell]
+    poly_closes_cell = poly_ids == s.cell_offsets[1:][poly_cell] - 1
+    ring_multi = multi[ring_cell]
+    ring_open = 1 + ring_opens_poly * (ring_multi + poly_opens_cell[ring_poly])
+    ring_close = 1 + ring_closes_poly * (ring_multi + poly_closes_cell[ring_poly])
+    ring_ends_cell = ring_closes_poly & poly_closes_cell[ring_poly]
+    opens = np.zeros(s.xy.shape[0], np.int64)
+    closes = np.zeros(s.xy.shape[0], np.int64)
+    opens[s.ring_offsets[:-1]] = ring_open
+    closes[s.ring_offsets[1:] - 1] = ring_close
+    comma = np.ones(s.xy.shape[0], np.int64)
+    comma[s.ring_offsets[1:][ring_ends_cell] - 1] = 0
+    per_cell = np.bincount(ring_cell, ring_len, minlength=multi.size).astype(np.int64)
+    return opens, closes, comma, per_cell
+
+
+class CsvFormat:
+    """CSV rows of a store's chunks as bytes."""
+
+    def __init__(self, styles: ClusterStyles, types: dict[int, str]):
+        self.names = [_csv_field(n) for n in styles.names]
+        codes = sorted(types)
+        self.type_codes = np.array(codes, np.int64)
+        self.type_table = [_csv_field(types[c]) for c in codes] + [""]
+
+    def chunk(self, c: Chunk) -> bytes:
+        s = c.shapes
+        n = s.n_cells
+        rows = Rows(n)
+        rows.items(np.ones(n, np.int64), [(c.ids, np.full(n, 36))])
+        rows.number(np.arange(c.start, c.start + n), 0, ",")
+        rows.number(s.centroid[:, 0], 2, ",")
+        rows.number(s.centroid[:, 1], 2, ",")
+        rows.number(s.area * c.area_scale, AREA_DECIMALS, ",")
+        rows.number(c.cluster, 0, ",")
+        rows.literal(",")
+        rows.pick(self.names, c.cluster)
+        rows.literal(",")
+        rows.number(c.distance, 6, present=np.isfinite(c.distance))
+        rows.number(c.seg_type, 0, ",")
+        rows.literal(",")
+        if self.type_codes.size:
+            pos = np.searchsorted(self.type_codes, c.seg_type)
+            known = (pos < self.type_codes.size) & (
+                self.type_codes[np.minimum(pos, self.type_codes.size - 1)] == c.seg_type
+            )
+            rows.pick(self.type_table, np.where(known, pos, len(self.type_table) - 1))
+        rows.literal(",")
+        rows.number(c.seg_prob, PROB_DECIMALS, present=np.isfinite(c.seg_prob))
+        rows.literal("\n")
+        return rows.to_bytes()
+
+
+def _csv_field(text: str) -> str:
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+# --------------------------------------------------------------------------- writing
 @contextmanager
-def atomic_text(path: Path, compress: bool = False):
-    """A text stream to ``path`` written under a temporary name and renamed on success."""
+def atomic_binary(path: Path, compress: bool = False):
+    """A binary stream to ``path`` written under a temporary name and renamed on success."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     raw = open(tmp, "wb")  # noqa: SIM115 - closed below, renamed only on success
     try:
         stream = (
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3, mtime=0) if compress else raw
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) if compress else raw
         )
-        text = io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
-        yield text
-        text.close()  # closes the gzip stream (and raw, when not compressing)
+        yield stream
+        stream.close()  # closes the gzip stream (and raw, when not compressing)
         raw.close()
         os.replace(tmp, path)
     except BaseException:
@@ -238,18 +308,101 @@ def atomic_text(path: Path, compress: bool = False):
         raise
 
 
-def _chunk_measurements(store, start: int, stop: int, distance: np.ndarray) -> np.ndarray:
-    mpp = store.mpp
-    area = np.asarray(store["area"][start:stop], np.float64) * (mpp * mpp if mpp else 1.0)
-    return np.stack(
-        [
-            area,
-            distance.astype(np.float64),
-            np.asarray(store["seg_type"][start:stop], np.float64),
-            np.asarray(store["seg_prob"][start:stop], np.float64),
-        ],
-        axis=1,
-    )
+def default_compress(n_cells: int) -> bool:
+    """Gzip the GeoJSON of slides with more than ``GZIP_ABOVE_CELLS`` cells."""
+    return n_cells > GZIP_ABOVE_CELLS
+
+
+def export_store(
+    store,
+    styles: ClusterStyles,
+    geojson: str | Path | None = None,
+    csv: str | Path | None = None,
+    compress: bool = False,
+    simplify: float = DEFAULT_SIMPLIFY,
+    chunk_cells: int = EXPORT_CHUNK_CELLS,
+) -> dict[str, int]:
+    """Stream every cell of a labelled ``store`` to a GeoJSON and/or a CSV file, in one pass.
+
+    Args:
+        store: a ``CellStore`` with ``cluster`` and ``cluster_distance``.
+        styles: cluster names and colours.
+        geojson, csv: output paths (None: not written).
+        compress: gzip the GeoJSON (QuPath >= 0.4 imports ``.geojson.gz``).
+        simplify: outline simplification tolerance, outline pixels (``wsi_ccrl.overlay``).
+
+    Returns:
+        counts: ``cells``, ``repaired`` outlines, ``vertices`` written, ``bytes`` of GeoJSON
+        before compression.
+    """
+    for name in ("cluster", "cluster_distance"):
+        if name not in store:
+            raise ValueError(f"{store.path} has no {name!r} column: label it first")
+    key = str(store.attrs.get("slide", {}).get("path") or store.path.name)
+    types = type_names(store)
+    gj = GeoJsonFormat(styles, store.mpp, types) if geojson is not None else None
+    cv = CsvFormat(styles, types) if csv is not None else None
+    shift = legacy_shift(store.attrs)
+    if shift:
+        log.warning(
+            "%s was written before outlines followed the pixel edges: its coordinates are moved "
+            "by +%.1f px (integer outlines re-traced exactly); segment it again for exact ones",
+            store.path.name,
+            shift,
+        )
+    counts = {"cells": 0, "repaired": 0, "vertices": 0, "bytes": 0}
+    with _outputs(geojson, csv, compress) as (write_gj, write_csv):
+        if write_gj:
+            write_gj(b'{"type":"FeatureCollection","features":[')
+        if write_csv:
+            write_csv(csv_header(store.mpp).encode())
+        for start, stop in store.iter_ranges(chunk_cells):
+            chunk = read_chunk(store, start, stop, simplify, key)
+            counts["cells"] += chunk.shapes.n_cells
+            counts["repaired"] += chunk.shapes.repaired
+            counts["vertices"] += chunk.shapes.vertices()
+            if gj is not None:
+                data = gj.chunk(chunk, first=start == 0)
+                counts["bytes"] += len(data)
+                write_gj(data)
+            if cv is not None:
+                write_csv(cv.chunk(chunk))
+        if write_gj:
+            write_gj(b"\n]}\n")
+    if counts["repaired"]:
+        log.info("%s: %d invalid outlines repaired", store.path.name, counts["repaired"])
+    return counts
+
+
+@contextmanager
+def _outputs(geojson, csv, compress: bool):
+    """Writers for the two files, each fed by its own background thread (in order)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: list = []
+
+        def writer(stream):
+            def write(data: bytes) -> None:
+                pending.append(pool.submit(stream.write, data))
+                while len(pending) > 4:  # bounded: memory stays flat
+                    pending.pop(0).result()
+
+            return write
+
+        with _maybe(geojson, compress) as gj, _maybe(csv, False) as cv:
+            try:
+                yield (writer(gj) if gj else None), (writer(cv) if cv else None)
+            finally:
+                for f in pending:
+                    f.result()
+
+
+@contextmanager
+def _maybe(path, compress: bool):
+    if path is None:
+        yield None
+        return
+    with atomic_binary(Path(path), compress) as stream:
+        yield stream
 
 
 def write_geojson(
@@ -258,76 +411,19 @@ def write_geojson(
     path: str | Path,
     compress: bool = False,
     chunk_cells: int = EXPORT_CHUNK_CELLS,
+    simplify: float = DEFAULT_SIMPLIFY,
 ) -> dict[str, int]:
-    """Stream every cell of ``store`` (with ``cluster`` / ``cluster_distance``) to a GeoJSON file.
-
-    Returns counts: ``cells`` written, ``repaired`` polygons.
-    """
-    names = measurement_names(store.mpp)
-    key = str(store.attrs.get("slide", {}).get("path") or store.path.name)
-    repaired = 0
-    with atomic_text(Path(path), compress) as f:
-        f.write('{"type":"FeatureCollection","features":[')
-        for start, stop in store.iter_ranges(chunk_cells):
-            offsets, xy = store.contours(start, stop)
-            offsets, xy, fixed = clean_polygons(offsets, xy, store["bbox"][start:stop])
-            repaired += fixed
-            distance = np.asarray(store["cluster_distance"][start:stop])
-            f.write(
-                format_features(
-                    cell_uuids(key, start, stop),
-                    offsets,
-                    xy,
-                    np.asarray(store["cluster"][start:stop]),
-                    _chunk_measurements(store, start, stop, distance),
-                    styles,
-                    names,
-                    first=start == 0,
-                )
-            )
-        f.write("\n]}\n")
-    if repaired:
-        log.info("%s: %d invalid polygons repaired", store.path.name, repaired)
-    return {"cells": store.n_cells, "repaired": repaired}
-
-
-def csv_header(mpp: float | None) -> str:
-    area = "area_um2" if mpp else "area_px2"
-    return (
-        f"cell,centroid_x,centroid_y,{area},cluster,cluster_name,cluster_distance,"
-        "seg_type,seg_prob\n"
-    )
+    """Only the GeoJSON of ``export_store``."""
+    return export_store(store, styles, geojson=path, compress=compress, simplify=simplify,
+                        chunk_cells=chunk_cells)  # fmt: skip
 
 
 def write_csv(
-    store, styles: ClusterStyles, path: str | Path, chunk_cells: int = EXPORT_CHUNK_CELLS
+    store,
+    styles: ClusterStyles,
+    path: str | Path,
+    chunk_cells: int = EXPORT_CHUNK_CELLS,
+    simplify: float = DEFAULT_SIMPLIFY,
 ) -> dict[str, int]:
-    """One row per cell: index, centroid (level-0 px), area, cluster, name, distance, segmenter."""
-    row = "%d,%.2f,%.2f,%.4f,%d,%s,%.6f,%d,%.4f\n"
-    quoted = np.array([_csv_field(n).replace("%", "%%") for n in styles.names], dtype=object)
-    with atomic_text(Path(path)) as f:
-        f.write(csv_header(store.mpp))
-        for start, stop in store.iter_ranges(chunk_cells):
-            n = stop - start
-            clusters = np.asarray(store["cluster"][start:stop]).astype(np.int64)
-            distance = np.asarray(store["cluster_distance"][start:stop])
-            meas = _chunk_measurements(store, start, stop, distance)
-            centroid = np.asarray(store["centroid"][start:stop], np.float64)
-            vals = np.empty((n, 9), dtype=object)
-            vals[:, 0] = np.arange(start, stop).tolist()
-            vals[:, 1] = centroid[:, 0].tolist()
-            vals[:, 2] = centroid[:, 1].tolist()
-            vals[:, 3] = meas[:, 0].tolist()
-            vals[:, 4] = clusters.tolist()
-            vals[:, 5] = quoted[clusters]
-            vals[:, 6] = meas[:, 1].tolist()
-            vals[:, 7] = meas[:, 2].astype(np.int64).tolist()
-            vals[:, 8] = np.nan_to_num(meas[:, 3]).tolist()
-            f.write((row * n) % tuple(vals.ravel().tolist()))
-    return {"cells": store.n_cells}
-
-
-def _csv_field(text: str) -> str:
-    if any(c in text for c in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+    """Only the CSV of ``export_store``."""
+    return export_store(store, styles, csv=path, simplify=simplify, chunk_cells=chunk_cells)

@@ -22,7 +22,9 @@ import click
     show_default=True,
     help="Profile for all three steps: a YAML file or a shipped profile's name.",
 )
-@click.option("--roi", default=None, help="Only this region x,y,w,h (level-0 pixels): a quick look.")
+@click.option(
+    "--roi", default=None, help="Only this region x,y,w,h (level-0 pixels): a quick look."
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

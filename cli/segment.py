@@ -36,7 +36,7 @@ from wsi_ccrl_cli.options import batch_size_option, config_option, device_option
     "--mpp",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="µm per level-0 pixel: overrides (or supplies) the slide's.",
+    help="µm per level-0 pixel: overrides (or supplies) the slide's; plain images need it.",
 )
 @click.option("--roi", default=None, help="Region x,y,w,h in level-0 pixels.")
 @click.option("--tile-size", type=click.IntRange(min=32), default=None, help="Tile side, px.")
@@ -69,7 +69,8 @@ def segment(
     device: str | None,
     batch_size: int | None,
 ) -> None:
-    """Segment every nucleus of SLIDE... (slide files, or text files listing one per line)."""
+    """Segment every nucleus of SLIDE... (slides, plain images, folders of them, or text files
+    listing one per line)."""
     from wsi_ccrl.slide import parse_roi
 
     cfg = load_config(

@@ -1,6 +1,7 @@
 """Open a whole-slide image, find its tissue and plan the tiles that cover it.
 
-``Slide`` reads through OpenSlide, or TIAToolbox's reader for the tiled TIFFs OpenSlide refuses.
+``Slide`` reads through OpenSlide, TIAToolbox's reader for the tiled TIFFs OpenSlide refuses, or
+``plain_image`` for PNG, JPEG, BMP and untiled TIFF (an image is a one-slide cohort of its own).
 Tiles are planned on a pixel grid at the segmenter's resolution (``target_mpp``): the tile *cores*
 partition the region of interest exactly, so each nucleus (owned by the core holding its centroid)
 is stored once; each tile is read with ``overlap`` extra pixels per side so a nucleus near a core
@@ -19,6 +20,7 @@ import numpy as np
 
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.plain_image import PIL_SUFFIXES, open_image
 
 log = get_logger(__name__)
 
@@ -50,7 +52,7 @@ class Slide:
     """A readable slide with a known resolution. ``Slide.open(path, mpp=None)``."""
 
     def __init__(self, backend: str, handle: Any, info: SlideInfo, level_dims: list):
-        self.backend = backend  # "openslide" | "tiatoolbox"
+        self.backend = backend  # "openslide" | "tiatoolbox" | "image"
         self._handle = handle
         self.info = info
         self.level_dimensions = level_dims
@@ -68,8 +70,9 @@ class Slide:
             raise WsiCcrlError(f"slide not found: {path}")
         if not path.is_file():
             raise WsiCcrlError(f"not a slide file: {path}")
-        slide = cls._open_openslide(path)
-        if slide is None or slide.info.mpp is None:
+        plain = path.suffix.lower() in PIL_SUFFIXES  # never a pyramid: straight to the image reader
+        slide = None if plain else cls._open_openslide(path)
+        if not plain and (slide is None or slide.info.mpp is None):
             # TIAToolbox also reads OME-XML, where OpenSlide's generic TIFF sees no resolution
             other = cls._open_tiatoolbox(path)
             if other is not None and (slide is None or other.info.mpp is not None):
@@ -77,9 +80,11 @@ class Slide:
                     slide.close()
                 slide = other
         if slide is None:
+            slide = cls._open_image(path)
+        if slide is None:
             raise WsiCcrlError(
-                f"cannot read slide {path}: not a format OpenSlide or TIAToolbox can open "
-                "(unsupported or corrupt file)"
+                f"cannot read slide {path}: not a format OpenSlide, TIAToolbox or the image reader "
+                "(PNG, JPEG, BMP, TIFF) can open (unsupported or corrupt file)"
             )
         info = slide.info
         if mpp is not None:
@@ -87,8 +92,9 @@ class Slide:
                 raise WsiCcrlError(f"--mpp must be positive, got {mpp}")
             info = SlideInfo(**{**info.__dict__, "mpp": float(mpp)})
         elif info.mpp is None or not np.isfinite(info.mpp) or info.mpp <= 0:
+            what = "image" if slide.backend == "image" else "slide"
             raise WsiCcrlError(
-                f"{path}: the slide's metadata has no resolution (µm/px); pass it with --mpp "
+                f"{path}: the {what}'s metadata has no resolution (µm/px); pass it with --mpp "
                 "(e.g. --mpp 0.25 for 40x, 0.5 for 20x)"
             )
         slide.info = info
@@ -122,6 +128,8 @@ class Slide:
     def _open_tiatoolbox(cls, path: Path) -> Slide | None:
         if path.suffix.lower() not in (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".qptiff"):
             return None
+        if not _is_tiled_tiff(path):  # TIAToolbox would load it whole and drop its resolution
+            return None
         try:
             from tiatoolbox.wsicore.wsireader import WSIReader
 
@@ -142,6 +150,21 @@ class Slide:
         )
         dims = [tuple(int(v) for v in d) for d in meta.level_dimensions]
         return cls("tiatoolbox", reader, info, dims)
+
+    @classmethod
+    def _open_image(cls, path: Path) -> Slide | None:
+        image = open_image(path)
+        if image is None:
+            return None
+        info = SlideInfo(
+            path=str(path.resolve()),
+            dimensions=image.dimensions[0],
+            mpp=image.mpp,
+            objective_power=None,
+            vendor=image.format,
+            level_downsamples=image.downsamples,
+        )
+        return cls("image", image, info, image.dimensions)
 
     def close(self) -> None:
         if self.backend == "openslide":
@@ -175,6 +198,8 @@ class Slide:
             rgb = rgba[..., :3].copy()
             rgb[rgba[..., 3] == 0] = 255  # transparent = outside the scanned area
             return rgb
+        if self.backend == "image":
+            return self._handle.read(int(x), int(y), int(w), int(h), level)
         out = self._handle.read_rect(
             (int(x), int(y)),
             (int(w), int(h)),
@@ -247,6 +272,17 @@ class Slide:
                 )
                 thumb[ty : ty + bh, tx : tx + bw] = block
         return thumb, (sx + sy) / 2
+
+
+def _is_tiled_tiff(path: Path) -> bool:
+    """Whether the TIFF stores tiles (a slide's pyramid), not strips (a plain image)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return bool(tif.pages[0].is_tiled)
+    except Exception:  # not a TIFF tifffile reads: TIAToolbox could not either
+        return False
 
 
 def _float(value: Any) -> float | None:
@@ -438,9 +474,11 @@ def write_pyramidal_tiff(
     mpp: float,
     levels: int = 3,
     tile: int = 256,
+    compression: str = "jpeg",
 ) -> Path:
     """Write an RGB image as a tiled, pyramidal TIFF (JPEG tiles, 2x sub-resolutions) that
     OpenSlide and TIAToolbox read, with ``mpp`` in the resolution tags (pixels per cm).
+    ``compression="zlib"`` keeps every pixel (a lossless pyramid, for comparisons).
 
     For large synthetic slides pass a ``numpy.memmap`` or any array-like that slices lazily.
     """
@@ -451,7 +489,10 @@ def write_pyramidal_tiff(
     res = 1e4 / mpp  # pixels per centimetre
     with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
         opts = dict(
-            tile=(tile, tile), photometric="rgb", compression="jpeg", resolutionunit="CENTIMETER"
+            tile=(tile, tile),
+            photometric="rgb",
+            compression=compression,
+            resolutionunit="CENTIMETER",
         )
         tif.write(image, resolution=(res, res), **opts)  # levels as pages: OpenSlide's layout
         level = image

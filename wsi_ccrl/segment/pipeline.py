@@ -28,13 +28,24 @@ from wsi_ccrl.contours import SEGMENT_CONTOURS, edge_contours
 from wsi_ccrl.crops import CROP_RULE, crop_windows, extract_crops, inside
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
+from wsi_ccrl.plain_image import IMAGE_SUFFIXES
 from wsi_ccrl.segment.base import Nuclei, Segmenter
 from wsi_ccrl.slide import Slide, Tile, TilePlan, plan_tiles, tissue_mask
-from wsi_ccrl.store import CellBatch, CellStore, CellStoreWriter, final_path, partial_path
+from wsi_ccrl.store import (
+    PARTIAL_SUFFIX,
+    CellBatch,
+    CellStore,
+    CellStoreWriter,
+    final_path,
+    partial_path,
+)
 
 log = get_logger(__name__)
 
 SLIDE_LIST_SUFFIXES = (".txt", ".lst", ".list", ".csv")
+# what a folder given as input contributes: single-file slide formats and plain images (a MIRAX
+# .mrxs comes with a folder of its own, a DICOM slide is many files: list those explicitly)
+FOLDER_SUFFIXES = (".svs", ".ndpi", ".scn", ".svslide", ".bif", ".qptiff", *IMAGE_SUFFIXES)
 
 
 # --------------------------------------------------------------------------- one slide
@@ -343,13 +354,22 @@ class SegmentReport:
 
 
 def expand_slide_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Slide paths, with text files (one path per line; ``#`` comments) expanded in place.
+    """Slide paths, with text files (one path per line; ``#`` comments) and folders (their slides
+    and images, sorted) expanded in place.
 
     Relative paths in a list file are taken relative to the list's folder.
     """
     out: list[Path] = []
     for item in map(Path, inputs):
-        if item.suffix.lower() in SLIDE_LIST_SUFFIXES and item.is_file():
+        if item.is_dir() and not item.name.endswith((".zarr", PARTIAL_SUFFIX)):
+            found = sorted(p for p in item.iterdir() if _is_slide_file(p))
+            if not found:
+                raise WsiCcrlError(
+                    f"no slides or images in folder {item} (looked for "
+                    f"{', '.join(sorted(FOLDER_SUFFIXES))})"
+                )
+            out.extend(found)
+        elif item.suffix.lower() in SLIDE_LIST_SUFFIXES and item.is_file():
             for line in item.read_text().splitlines():
                 line = line.split("#", 1)[0].strip()
                 if line:
@@ -358,6 +378,12 @@ def expand_slide_inputs(inputs: Iterable[str | Path]) -> list[Path]:
         else:
             out.append(item)
     return out
+
+
+def _is_slide_file(path: Path) -> bool:
+    return (
+        path.is_file() and not path.name.startswith(".") and path.suffix.lower() in FOLDER_SUFFIXES
+    )
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

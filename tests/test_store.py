@@ -94,6 +94,7 @@ def test_changed_settings_restart_instead_of_resume(tmp_path):
     rng = np.random.default_rng(3)
     writer = CellStoreWriter(tmp_path / "s", 8, ATTRS, chunk_cells=2)
     writer.add(make_batch(5, 0, rng))
+    del writer  # that run ended (a live writer holds the store's lock)
     other = {**ATTRS, "crop": {"crop_size": 8, "window_scale": 1.0}}
     again = CellStoreWriter(tmp_path / "s", 8, other, chunk_cells=2)
     assert again.tiles_done == 0 and again.n_cells == 0

@@ -14,13 +14,16 @@ Layout (``SCHEMA_VERSION`` 1), all arrays chunked along cells and Zstd-compresse
 
 Writes go to ``<name>.zarr.partial``. Rows are buffered and flushed a chunk at a time; after every
 flush the attrs record how many rows and tiles are durable, so a crash leaves a partial store that a
-re-run truncates to its last flush and continues; ``finalize`` renames it to ``<name>.zarr``.
+re-run truncates to its last flush and continues; ``finalize`` renames it to ``<name>.zarr``. A
+writer holds ``<name>.zarr.lock`` (``store_lock``) from start to finish, so a second writer of the
+same store stops in one line instead of truncating or deleting the first one's rows.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ from zarr.codecs import BloscCodec
 from wsi_ccrl.contours import gather_polygons
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.store_lock import StoreLock
 
 log = get_logger(__name__)
 
@@ -234,6 +238,8 @@ class CellStoreWriter:
         attrs: metadata recorded in the store (slide, segmenter, crop rule, tile plan, ...).
         chunk_cells: rows per chunk; rows are flushed a chunk at a time.
         overwrite: discard an existing store or partial and start again.
+        lock: the store's lock, already held by the caller; by default the writer takes it (and
+            raises ``StoreBusy`` when another process holds it) and lets go in ``finalize``.
     """
 
     def __init__(
@@ -243,9 +249,17 @@ class CellStoreWriter:
         attrs: dict[str, Any],
         chunk_cells: int = 4096,
         overwrite: bool = False,
+        lock: StoreLock | None = None,
     ):
         self.path = final_path(path)
         self.partial = partial_path(path)
+        if lock is None:
+            lock = StoreLock(self.path).acquire()
+            # a writer dropped without finalize (an error, a test's "crash") lets go as well
+            self._unlock = weakref.finalize(self, lock.release)
+        else:
+            self._unlock = None
+        self.lock = lock
         self.crop_size = crop_size
         self.chunk_cells = chunk_cells
         self._buffer: list[CellBatch] = []
@@ -334,7 +348,13 @@ class CellStoreWriter:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.partial.rename(self.path)
+        self.close()
         return CellStore.open(self.path)
+
+    def close(self) -> None:
+        """Let go of the store's lock (if this writer took it); finalize does it too."""
+        if self._unlock is not None:
+            self._unlock()
 
     # ------------------------------------------------------------------ internals
     def _resumable(self, attrs: dict[str, Any]) -> bool:

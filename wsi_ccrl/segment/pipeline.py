@@ -39,6 +39,7 @@ from wsi_ccrl.store import (
     final_path,
     partial_path,
 )
+from wsi_ccrl.store_lock import StoreBusy, StoreLock
 
 log = get_logger(__name__)
 
@@ -86,14 +87,17 @@ def segment_slide(
                 "%s: already segmented (%s); skipping (--overwrite redoes it)", path, store_path
             )
             return CellStore.open(store_path)
-        seg = segmenter or build_segmenter(cfg)
-        return _segment_open_slide(slide, store_path, cfg, seg)
+        with StoreLock(store_path) as lock:  # StoreBusy: another run is writing this store
+            if store_path.exists() and not cfg.overwrite:  # that run finished it meanwhile
+                return CellStore.open(store_path)
+            seg = segmenter or build_segmenter(cfg)
+            return _segment_open_slide(slide, store_path, cfg, seg, lock)
     finally:
         slide.close()
 
 
 def _segment_open_slide(
-    slide: Slide, store_path: Path, cfg: SegmentConfig, seg: Segmenter
+    slide: Slide, store_path: Path, cfg: SegmentConfig, seg: Segmenter, lock: StoreLock
 ) -> CellStore:
     t0 = time.perf_counter()
     plan = make_plan(slide, cfg, seg.mpp)
@@ -115,7 +119,12 @@ def _segment_open_slide(
     }
     name = Path(slide.info.path).name
     writer = CellStoreWriter(
-        store_path, cfg.crop_size, attrs, chunk_cells=cfg.chunk_cells, overwrite=cfg.overwrite
+        store_path,
+        cfg.crop_size,
+        attrs,
+        chunk_cells=cfg.chunk_cells,
+        overwrite=cfg.overwrite,
+        lock=lock,
     )
     start = writer.tiles_done
     if start:
@@ -347,6 +356,7 @@ class SegmentReport:
     done: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    busy: list[tuple[str, str]] = field(default_factory=list)  # another run is writing them
 
     @property
     def ok(self) -> bool:
@@ -446,6 +456,9 @@ def segment_slides(
                 continue
             store = segment_slide(path, out_dir, cfg, segmenter=seg)
             report.done.append(store.path)
+        except StoreBusy as exc:  # not a failure: that run will finish the store
+            log.warning("%s: skipped: %s", path, exc)
+            report.busy.append((str(path), str(exc)))
         except WsiCcrlError as exc:
             log.error("%s: %s", path, exc)
             report.failed.append((str(path), str(exc)))

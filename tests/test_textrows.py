@@ -7,8 +7,8 @@ from wsi_ccrl.textrows import WIDTH, Rows, format_fixed
 
 
 def _text(values, decimals):
-    chars, lens = format_fixed(np.asarray(values, np.float64), decimals)
-    return [bytes(row[:k]).decode() for row, k in zip(chars, lens, strict=True)]
+    chars = format_fixed(np.asarray(values, np.float64), decimals)
+    return [row.tobytes().replace(b"\0", b"").decode() for row in chars]
 
 
 def test_numbers_have_no_trailing_zeros_and_round_to_the_decimals():
@@ -25,6 +25,8 @@ def test_numbers_have_no_trailing_zeros_and_round_to_the_decimals():
         assert not any(t.endswith(".") for t in got)
     with pytest.raises(ValueError, match="too large"):
         format_fixed(np.array([1e15]), 2)
+    with pytest.raises(ValueError, match="not finite"):
+        format_fixed(np.array([np.nan]), 2)
 
 
 def test_records_are_their_fields_in_order():

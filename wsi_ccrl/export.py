@@ -25,6 +25,7 @@ import gzip
 import hashlib
 import json
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,9 +43,11 @@ from wsi_ccrl.textrows import Rows
 log = get_logger(__name__)
 
 EXPORT_FORMATS = ("geojson", "csv")
-EXPORT_CHUNK_CELLS = 16384
+EXPORT_CHUNK_CELLS = 4096  # cells shaped and formatted at once: arrays stay in cache
+EXPORT_READ_CELLS = 32768  # cells read from the store at once
 GZIP_ABOVE_CELLS = 100_000  # default: .geojson.gz above this (about 30 MiB of GeoJSON)
 AREA_DECIMALS, DISTANCE_DECIMALS, PROB_DECIMALS = 2, 4, 4
+EXPORT_THREADS = 2  # chunks shaped and formatted at once (shapely and NumPy release the GIL)
 
 
 # --------------------------------------------------------------------------- ids
@@ -108,40 +111,47 @@ def type_names(store) -> dict[int, str]:
 
 @dataclass
 class Chunk:
-    """One chunk of cells, everything both writers need."""
+    """One chunk of cells as read from the store; ``shape`` adds what both writers need."""
 
     start: int
-    shapes: CellShapes
+    offsets: np.ndarray  # (n + 1,) stored outlines, CSR
+    xy: np.ndarray  # (m, 2)
+    bbox: np.ndarray  # (n, 4)
     ids: np.ndarray  # (n, 36) uint8
     cluster: np.ndarray  # (n,) int64
     distance: np.ndarray  # (n,) float64
     seg_type: np.ndarray  # (n,) int64
     seg_prob: np.ndarray  # (n,) float64
     area_scale: float  # px² -> written area unit
+    shapes: CellShapes | None = None
 
 
-def read_chunk(store, start: int, stop: int, simplify: float, key: str) -> Chunk:
-    """Cells ``start:stop`` of a labelled store, shaped for QuPath."""
+def read_chunks(store, start: int, stop: int, key: str, size: int) -> list[Chunk]:
+    """Cells ``start:stop`` of a labelled store, read at once (zarr is read from one thread,
+    in large spans: its cost is per call), as chunks of ``size`` cells."""
     offsets, xy = store.contours(start, stop)
-    shapes = cell_shapes(
-        offsets,
-        xy,
-        store["bbox"][start:stop],
-        simplify=simplify,
-        pitch=outline_pitch(store.attrs),
-        legacy_shift=legacy_shift(store.attrs),
-    )
     mpp = store.mpp
-    return Chunk(
-        start=start,
-        shapes=shapes,
-        ids=uuid_chars(key, start, stop),
-        cluster=np.asarray(store["cluster"][start:stop]).astype(np.int64),
-        distance=np.asarray(store["cluster_distance"][start:stop], np.float64),
-        seg_type=np.asarray(store["seg_type"][start:stop]).astype(np.int64),
-        seg_prob=np.asarray(store["seg_prob"][start:stop], np.float64),
-        area_scale=mpp * mpp if mpp else 1.0,
-    )
+    columns = {
+        "bbox": store["bbox"][start:stop],
+        "ids": uuid_chars(key, start, stop),
+        "cluster": np.asarray(store["cluster"][start:stop]).astype(np.int64),
+        "distance": np.asarray(store["cluster_distance"][start:stop], np.float64),
+        "seg_type": np.asarray(store["seg_type"][start:stop]).astype(np.int64),
+        "seg_prob": np.asarray(store["seg_prob"][start:stop], np.float64),
+    }
+    out = []
+    for a in range(0, stop - start, size):
+        b = min(a + size, stop - start)
+        out.append(
+            Chunk(
+                start=start + a,
+                offsets=offsets[a : b + 1] - offsets[a],
+                xy=xy[offsets[a] : offsets[b]],
+                area_scale=mpp * mpp if mpp else 1.0,
+                **{k: v[a:b] for k, v in columns.items()},
+            )
+        )
+    return out
 
 
 def outline_pitch(attrs: dict[str, Any]) -> float:
@@ -181,7 +191,7 @@ class GeoJsonFormat:
         if first:
             lead[0] = 0
         rows.pick(['\n{"type":"Feature","id":"', ',\n{"type":"Feature","id":"'], lead)
-        rows.items(np.ones(n, np.int64), [(c.ids, np.full(n, 36))])
+        rows.items(np.ones(n, np.int64), [c.ids])
         multi = np.diff(s.cell_offsets) > 1
         rows.pick(
             ['","geometry":{"type":"Polygon","coordinates":',
@@ -257,7 +267,7 @@ class CsvFormat:
         s = c.shapes
         n = s.n_cells
         rows = Rows(n)
-        rows.items(np.ones(n, np.int64), [(c.ids, np.full(n, 36))])
+        rows.items(np.ones(n, np.int64), [c.ids])
         rows.number(np.arange(c.start, c.start + n), 0, ",")
         rows.number(s.centroid[:, 0], 2, ",")
         rows.number(s.centroid[:, 1], 2, ",")
@@ -350,23 +360,47 @@ def export_store(
             store.path.name,
             shift,
         )
+    pitch = outline_pitch(store.attrs)
+
+    def render(chunk: Chunk) -> tuple[Chunk, bytes, bytes]:
+        chunk.shapes = cell_shapes(chunk.offsets, chunk.xy, chunk.bbox, simplify, pitch, shift)
+        first = chunk.start == 0
+        return (
+            chunk,
+            gj.chunk(chunk, first=first) if gj is not None else b"",
+            cv.chunk(chunk) if cv is not None else b"",
+        )
+
     counts = {"cells": 0, "repaired": 0, "vertices": 0, "bytes": 0}
-    with _outputs(geojson, csv, compress) as (write_gj, write_csv):
+    workers = max(1, min(EXPORT_THREADS, os.cpu_count() or 1))
+    with (
+        _outputs(geojson, csv, compress) as (write_gj, write_csv),
+        ThreadPoolExecutor(workers) as pool,
+    ):
         if write_gj:
             write_gj(b'{"type":"FeatureCollection","features":[')
         if write_csv:
             write_csv(csv_header(store.mpp).encode())
-        for start, stop in store.iter_ranges(chunk_cells):
-            chunk = read_chunk(store, start, stop, simplify, key)
+        jobs: deque = deque()
+
+        def done() -> None:
+            chunk, gj_bytes, csv_bytes = jobs.popleft().result()
             counts["cells"] += chunk.shapes.n_cells
             counts["repaired"] += chunk.shapes.repaired
             counts["vertices"] += chunk.shapes.vertices()
-            if gj is not None:
-                data = gj.chunk(chunk, first=start == 0)
-                counts["bytes"] += len(data)
-                write_gj(data)
-            if cv is not None:
-                write_csv(cv.chunk(chunk))
+            counts["bytes"] += len(gj_bytes)
+            if write_gj:
+                write_gj(gj_bytes)
+            if write_csv:
+                write_csv(csv_bytes)
+
+        for start, stop in store.iter_ranges(EXPORT_READ_CELLS):  # read here, shape and format
+            for chunk in read_chunks(store, start, stop, key, chunk_cells):  # there
+                jobs.append(pool.submit(render, chunk))
+                while len(jobs) > 2 * workers:  # in order, a few in flight: memory stays flat
+                    done()
+        while jobs:
+            done()
         if write_gj:
             write_gj(b"\n]}\n")
     if counts["repaired"]:

@@ -92,12 +92,12 @@ def cell_shapes(
         offsets, xy = gather_polygons(offsets, xy, np.flatnonzero(ok))
         exact_area = exact_area[ok]
     xy = np.round(xy, 2)  # QuPath's grid; validity is checked on what is written
-    exact = _polygons(offsets, xy)
-    if simplify > 0 and exact.size:
-        chosen = _simplest(exact, offsets, xy, exact_area, simplify, pitch)
+    if simplify > 0 and offsets.size > 1:
+        chosen, valid = _simplest(offsets, xy, exact_area, simplify, pitch)
     else:
-        chosen = exact
-    bad = ~shapely.is_valid(chosen)
+        chosen = _polygons(offsets, xy)
+        valid = shapely.is_valid(chosen)
+    bad = ~valid
     if bad.any():  # corner-joined pixels, self-touching outlines: every part kept
         fixed = shapely.make_valid(chosen[bad], method="structure", keep_collapsed=False)
         chosen[bad] = _polygonal(shapely.set_precision(fixed, GRID))
@@ -122,27 +122,26 @@ def cell_shapes(
 
 
 def _simplest(
-    exact: np.ndarray,
-    offsets: np.ndarray,
-    xy: np.ndarray,
-    exact_area: np.ndarray,
-    simplify: float,
-    pitch: float,
-) -> np.ndarray:
+    offsets: np.ndarray, xy: np.ndarray, exact_area: np.ndarray, simplify: float, pitch: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per cell, the simplest of (corner-cut + Douglas-Peucker, corner-cut, exact) that is
-    valid and keeps the area within ``MAX_AREA_CHANGE``."""
+    valid and keeps the area within ``MAX_AREA_CHANGE``; and whether it is valid (only an exact
+    outline can be invalid)."""
     cut_offsets, cut_xy = cut_corners(offsets, xy, pitch)
     cut = _polygons(cut_offsets, np.round(cut_xy, 2))
     out = shapely.simplify(cut, simplify * pitch, preserve_topology=False)
     limit = MAX_AREA_CHANGE * exact_area
-    coarse = (np.abs(shapely.area(out) - exact_area) > limit) | ~shapely.is_valid(out)
+    valid = shapely.is_valid(out)
+    coarse = ~valid | (np.abs(shapely.area(out) - exact_area) > limit)
     if coarse.any():
-        out[coarse] = cut[coarse]
         idx = np.flatnonzero(coarse)
-        too_far = np.abs(shapely.area(cut[idx]) - exact_area[idx]) > limit[idx]
-        too_far |= ~shapely.is_valid(cut[idx])
-        out[idx[too_far]] = exact[idx[too_far]]
-    return out
+        out[idx] = cut[idx]
+        valid[idx] = shapely.is_valid(cut[idx])
+        far = idx[~valid[idx] | (np.abs(shapely.area(cut[idx]) - exact_area[idx]) > limit[idx])]
+        if far.size:
+            out[far] = _polygons(*gather_polygons(offsets, xy, far))
+            valid[far] = shapely.is_valid(out[far])
+    return out, valid
 
 
 def _polygonal(geoms: np.ndarray) -> np.ndarray:
@@ -197,30 +196,42 @@ def cut_corners(
     and a simple ring loses exactly 0.5 pixel² (a quarter of each corner pixel, net).
     """
     lengths = np.diff(offsets)
-    n = lengths.size
-    owner = np.repeat(np.arange(n), lengths)
+    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
     nxt, _ = ring_neighbours(lengths)
-    d = xy[nxt] - xy
-    span = np.abs(d).sum(axis=1) / pitch
+    dx, dy = x[nxt] - x, y[nxt] - y
+    span = (np.abs(dx) + np.abs(dy)) / pitch
     steps = np.rint(span)
-    pixel_edge = (d == 0).any(axis=1) & (np.abs(span - steps) < 0.05) & (steps >= 1)
-    ring_ok = np.bincount(owner, ~pixel_edge, minlength=n) == 0
-    ok = ring_ok[owner]
-    half = 0.5 * d / np.maximum(span, 1e-12)[:, None]  # half a pixel edge along d
-    first = np.where(ok[:, None], xy + half, xy)
-    second = ok & (steps >= 2)
-    pts = np.stack([first, xy[nxt] - half], axis=1).reshape(-1, 2)
-    keep = np.stack([np.ones_like(second), second], axis=1).reshape(-1)
-    return drop_collinear(pts[keep], np.repeat(owner, 1 + second), n)
+    pixel_edge = ((dx == 0) | (dy == 0)) & (np.abs(span - steps) < 0.05) & (steps >= 1)
+    half = 0.5 / np.maximum(span, 1e-12)
+    hx, hy = dx * half, dy * half  # half a pixel edge along the edge
+    second = steps >= 2  # a longer edge also gives the midpoint of its last pixel edge
+    if not pixel_edge.all():  # other rings keep their own vertices
+        bad = np.concatenate([[0], np.cumsum(~pixel_edge)])
+        ok = np.repeat(bad[offsets[1:]] == bad[offsets[:-1]], lengths)
+        hx, hy = np.where(ok, hx, 0.0), np.where(ok, hy, 0.0)
+        second &= ok
+    # interleave (first, second) per edge, the second only where it exists
+    extra = np.concatenate([[0], np.cumsum(second)])
+    first_at = np.arange(x.size) + extra[:-1]
+    m = x.size + int(extra[-1])
+    ox, oy = np.empty(m), np.empty(m)
+    ox[first_at], oy[first_at] = x + hx, y + hy
+    at = first_at[second] + 1
+    ox[at], oy[at] = (x[nxt] - hx)[second], (y[nxt] - hy)[second]
+    return drop_collinear(ox, oy, offsets + extra[offsets], tol=0.05 * pitch * pitch)
 
 
-def drop_collinear(xy: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Drop the points inside straight runs of each ring (cyclic); returns (offsets, xy)."""
-    nxt, prev = ring_neighbours(np.bincount(owner, minlength=n))
-    a, b = xy - xy[prev], xy[nxt] - xy
-    straight = (np.abs(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]) < 1e-9) & ((a * b).sum(axis=1) > 0)
-    xy, owner = xy[~straight], owner[~straight]
-    return np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n))]).astype(np.int64), xy
+def drop_collinear(
+    x: np.ndarray, y: np.ndarray, offsets: np.ndarray, tol: float = 1e-9
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the points inside straight runs of each ring (cyclic; |cross| <= ``tol`` px²);
+    returns (offsets, xy)."""
+    nxt, prev = ring_neighbours(np.diff(offsets))
+    ax, ay = x - x[prev], y - y[prev]
+    bx, by = x[nxt] - x, y[nxt] - y
+    keep = (np.abs(ax * by - ay * bx) > tol) | (ax * bx + ay * by <= 0)
+    kept = np.concatenate([[0], np.cumsum(keep)])
+    return kept[offsets].astype(np.int64), np.stack([x[keep], y[keep]], axis=1)
 
 
 def _from_pixel_centres(

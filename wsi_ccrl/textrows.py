@@ -1,10 +1,12 @@
 """Text built from NumPy arrays with no Python loop per value: rows of bytes, joined per record.
 
 An export writes millions of short records (a GeoJSON Feature, a CSV line). Here each record is a
-sequence of fields, each field renders as one or more fixed-width byte rows (a literal, a number,
-a pick from a table of strings, a UUID) and the text is every record's rows in field order, the
-valid bytes of each row gathered in one boolean-mask copy. Numbers are formatted from integers:
-``decimals`` places, trailing zeros and a bare point dropped (``12.5``, ``12``, ``-0.25``).
+sequence of fields; a field renders as one or more rows of at most ``WIDTH`` bytes (a literal, a
+number, a pick from a table of strings, a UUID) and the text is every record's rows in field
+order. Every piece sits in a fixed-width block padded with NUL bytes, so a row is just its blocks
+side by side and the text is the rows' bytes with the NULs removed (text never holds a NUL).
+Numbers are formatted from integers: ``decimals`` places at most, trailing zeros and a bare point
+dropped (``12.5``, ``12``, ``-0.25``).
 
     rows = Rows(n)
     rows.literal('{"x":')
@@ -19,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-WIDTH = 40  # bytes per row; longer literals span several rows
-_DIGITS = 16  # int64 magnitudes up to 10^16
+WIDTH = 48  # bytes per row; longer literals span several rows
+_MAX_INT_DIGITS = 15
 
 
 class Rows:
@@ -28,30 +30,28 @@ class Rows:
 
     def __init__(self, n: int):
         self.n = int(n)
-        self._fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # counts, rows, lengths
+        self._fields: list[tuple[np.ndarray, np.ndarray]] = []  # rows per record, rows (k, w)
 
     # ------------------------------------------------------------------ fields
     def literal(self, text: str, present: np.ndarray | None = None) -> None:
         """The same text in every record (or in those where ``present`` is true)."""
         self.pick([text], np.zeros(self.n, np.int64), present)
 
-    def pick(self, table: Sequence[str], index: np.ndarray, present: np.ndarray | None = None):
-        """``table[index[i]]`` in record i: names, classifications, any per-record choice."""
-        pieces = [_split(s.encode()) for s in table]
+    def pick(
+        self, table: Sequence[str], index: np.ndarray, present: np.ndarray | None = None
+    ) -> None:
+        """``table[index[i]]`` in record i (names, classifications, any per-record choice);
+        entries longer than a row take several."""
+        pieces = [_chunks(s.encode()) for s in table]
         counts = np.array([len(p) for p in pieces], np.int64)
-        flat = [row for p in pieces for row in p]
-        mat = np.zeros((max(len(flat), 1), WIDTH), np.uint8)
-        lens = np.zeros(max(len(flat), 1), np.int64)
-        for r, row in enumerate(flat):
-            mat[r, : len(row)] = np.frombuffer(row, np.uint8)
-            lens[r] = len(row)
+        flat = _table([row for p in pieces for row in p] or [b""])
         first = np.cumsum(counts) - counts
         index = np.asarray(index, np.int64)
         per = counts[index]
         if present is not None:
             per = np.where(present, per, 0)
         rows = np.repeat(first[index] - np.cumsum(per) + per, per) + np.arange(int(per.sum()))
-        self._fields.append((per, mat[rows], lens[rows]))
+        self._fields.append((per, flat[rows]))
 
     def number(
         self,
@@ -70,103 +70,97 @@ class Rows:
     def items(self, counts: np.ndarray, parts: Sequence) -> None:
         """``counts[i]`` rows in record i, one per item (items ordered by record), each the
         concatenation of ``parts``: a str (the same for all items), a ``(values, decimals)``
-        number per item, a ``(chars uint8 (k, w), lengths (k,))`` pair, or a ``(table, index)``
-        pick of short strings. Each row must fit ``WIDTH`` bytes."""
+        number per item, a ``(table, index)`` pick of short strings, or a uint8 (items, w)
+        array of NUL-padded characters. A row must fit ``WIDTH`` bytes."""
         counts = np.asarray(counts, np.int64)
         k = int(counts.sum())
-        mat = np.zeros((k, WIDTH), np.uint8)
-        pos = np.zeros(k, np.int64)
-        for part in parts:
-            chars, lens = _render(part, k)
-            if chars.shape[1] == 0:
-                continue
-            cols = pos[:, None] + np.arange(chars.shape[1])
-            valid = np.arange(chars.shape[1]) < lens[:, None]
-            if (pos + lens).max(initial=0) > WIDTH:
-                raise ValueError(f"a row is longer than {WIDTH} bytes")
-            rows = np.broadcast_to(np.arange(k)[:, None], cols.shape)
-            mat[rows[valid], cols[valid]] = chars[valid]
-            pos += lens
-        self._fields.append((counts, mat, pos))
+        blocks = [_render(part, k) for part in parts]
+        rows = np.concatenate([b for b in blocks if b.shape[1]], axis=1) if blocks else None
+        if rows is None or rows.shape[1] == 0:
+            rows = np.zeros((k, 1), np.uint8)
+        if rows.shape[1] > WIDTH:
+            raise ValueError(f"a row is longer than {WIDTH} bytes")
+        self._fields.append((counts, rows))
 
     # ------------------------------------------------------------------ output
     def to_bytes(self) -> bytes:
         """All records, each its fields' rows in the order the fields were added."""
         if not self._fields:
             return b""
-        counts = np.stack([c for c, _, _ in self._fields])  # (fields, n)
+        counts = np.stack([c for c, _ in self._fields])  # (fields, n)
         per_record = counts.sum(axis=0)
         start = np.cumsum(per_record) - per_record  # first row of each record
-        total = int(per_record.sum())
-        mat = np.empty((total, WIDTH), np.uint8)
-        lens = np.empty(total, np.int64)
+        mat = np.zeros((int(per_record.sum()), WIDTH), np.uint8)
         before = np.zeros(self.n, np.int64)
-        for (c, rows, row_lens), done in zip(self._fields, counts, strict=True):
-            base = start + before
-            pos = np.repeat(base - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
-            mat[pos] = rows
-            lens[pos] = row_lens
+        for (c, rows), done in zip(self._fields, counts, strict=True):
+            pos = np.repeat(start + before - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
+            mat[pos, : rows.shape[1]] = rows
             before += done
-        return mat[np.arange(WIDTH) < lens[:, None]].tobytes()
+        return mat.tobytes().translate(None, b"\0")
 
 
 # --------------------------------------------------------------------------- rendering
-def _split(data: bytes) -> list[bytes]:
-    return [data[i : i + WIDTH] for i in range(0, len(data), WIDTH)] or []
+def _chunks(data: bytes) -> list[bytes]:
+    return [data[i : i + WIDTH] for i in range(0, len(data), WIDTH)]
 
 
-def _render(part, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(chars (k, w) uint8, left-aligned; lengths (k,)) of one part for ``k`` rows."""
+def _table(strings: Sequence[bytes]) -> np.ndarray:
+    """(len, width) uint8, each string left-aligned, NUL-padded."""
+    width = max((len(s) for s in strings), default=0)
+    table = np.zeros((len(strings), max(width, 1)), np.uint8)
+    for r, s in enumerate(strings):
+        if b"\0" in s:
+            raise ValueError("text must not contain NUL bytes")
+        table[r, : len(s)] = np.frombuffer(s, np.uint8)
+    return table
+
+
+def _render(part, k: int) -> np.ndarray:
+    """(k, w) uint8 NUL-padded block of one part for ``k`` rows."""
     if isinstance(part, str):
-        raw = np.frombuffer(part.encode(), np.uint8)
-        return np.broadcast_to(raw, (k, raw.size)), np.full(k, raw.size, np.int64)
+        return np.broadcast_to(_table([part.encode()]), (k, len(part.encode())))
+    if isinstance(part, np.ndarray):
+        return part
     first, second = part
-    if isinstance(first, np.ndarray) and first.dtype == np.uint8:
-        return first, np.asarray(second, np.int64)
     if isinstance(first, (list, tuple)):  # (table, index)
-        encoded = [s.encode() for s in first]
-        width = max((len(e) for e in encoded), default=0)
-        table = np.zeros((len(encoded), width), np.uint8)
-        for r, e in enumerate(encoded):
-            table[r, : len(e)] = np.frombuffer(e, np.uint8)
-        idx = np.asarray(second, np.int64)
-        return table[idx], np.array([len(e) for e in encoded], np.int64)[idx]
+        return _table([s.encode() for s in first])[np.asarray(second, np.int64)]
     return format_fixed(first, int(second))
 
 
-def format_fixed(values: np.ndarray, decimals: int) -> tuple[np.ndarray, np.ndarray]:
-    """Numbers as ASCII, ``decimals`` places at most, no trailing zeros (chars, lengths).
+def format_fixed(values: np.ndarray, decimals: int) -> np.ndarray:
+    """Numbers as NUL-padded ASCII (n, w): ``decimals`` places at most, no trailing zeros.
 
-    Values must be finite and below 10^(16 - decimals) in magnitude.
+    Values must be finite and below 10^15 in magnitude once scaled. Digits come from integer
+    division, least significant first (int32 when the values allow: twice as fast).
     """
     values = np.asarray(values, np.float64)
     scale = 10**decimals
-    q = np.rint(values * scale).astype(np.int64)
+    q = np.rint(values * scale)
+    top = np.abs(q).max() if q.size else 0.0
+    if not top < 10 ** (_MAX_INT_DIGITS + decimals):
+        raise ValueError("number too large (or not finite) to format")
+    q = q.astype(np.int32 if top < 2**31 - 1 else np.int64)
     neg = q < 0
     q = np.abs(q)
-    if q.size and q.max() >= 10**_DIGITS:
-        raise ValueError("number too large to format")
-    ip, fp = np.divmod(q, scale)
-    n_int = np.ones(q.size, np.int64)
-    for d in range(1, _DIGITS):
-        n_int += ip >= 10**d
-    n_frac = np.zeros(q.size, np.int64)  # fraction digits left after dropping trailing zeros
-    for d in range(decimals, 0, -1):
-        n_frac = np.where((n_frac == 0) & (fp % 10 ** (decimals - d + 1) != 0), d, n_frac)
-    width = 1 + int(n_int.max(initial=1)) + 1 + decimals
-    out = np.zeros((q.size, width), np.uint8)
-    rows = np.arange(q.size)
-    out[rows[neg], 0] = ord("-")
-    start = neg.astype(np.int64)
-    for c in range(int(n_int.max(initial=1))):  # integer digits, most significant first
-        has = c < n_int
-        power = 10 ** np.maximum(n_int - 1 - c, 0)
-        out[rows[has], start[has] + c] = 48 + (ip[has] // power[has]) % 10
-    dot = start + n_int
-    frac = n_frac > 0
-    out[rows[frac], dot[frac]] = ord(".")
-    for c in range(decimals):
-        has = c < n_frac
-        digit = (fp // 10 ** (decimals - 1 - c)) % 10
-        out[rows[has], dot[has] + 1 + c] = 48 + digit[has]
-    return out, dot + np.where(frac, 1 + n_frac, 0)
+    ip, fp = np.divmod(q, q.dtype.type(scale))
+    width = len(str(int(ip.max()))) if ip.size else 1
+    out = np.zeros((q.size, 1 + width + (1 + decimals if decimals else 0)), np.uint8)
+    out[:, 0] = np.where(neg, ord("-"), 0)
+    rest = ip.copy()
+    for c in range(width, 0, -1):
+        out[:, c] = 48 + rest % 10
+        rest //= 10
+    n_digits = np.ones(q.size, np.int64)
+    for power in range(1, width):
+        n_digits += ip >= 10**power
+    out[:, 1 : width + 1] *= np.arange(width)[None, :] >= (width - n_digits)[:, None]
+    if decimals:
+        rest = fp.copy()
+        shown = np.zeros(q.size, bool)  # a digit is shown if it or a later one is not zero
+        for c in range(width + 1 + decimals, width + 1, -1):
+            digit = rest % 10
+            rest //= 10
+            shown |= digit != 0
+            out[:, c] = np.where(shown, 48 + digit, 0)
+        out[:, width + 1] = np.where(fp != 0, ord("."), 0)
+    return out

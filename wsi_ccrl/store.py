@@ -441,13 +441,16 @@ def _jsonable(value: Any) -> Any:
 
 def drop_empty(stores: list[CellStore]) -> list[CellStore]:
     """The stores that hold cells; one warning line per empty one (a blank slide must not stop a
-    cohort), and one error when none is left."""
+    cohort), and only one error line when none is left."""
     kept = [s for s in stores if s.n_cells > 0]
+    if stores and not kept:
+        names = ", ".join(s.path.name for s in stores[:3]) + (", ..." if len(stores) > 3 else "")
+        raise WsiCcrlError(
+            f"all {len(stores)} cell store(s) are empty ({names}): nothing was segmented in them"
+        )
     for s in stores:
         if s.n_cells == 0:
             log.warning("%s has no cells (nothing was segmented); skipping it", s.path)
-    if stores and not kept:
-        raise WsiCcrlError(f"all {len(stores)} cell store(s) are empty: nothing to work on")
     return kept
 
 

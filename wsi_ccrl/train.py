@@ -135,7 +135,7 @@ def _train(
     total_steps = cfg.epochs * steps_per_epoch
     stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
     lr_schedule = cosine_schedule(cfg.lr, 0.0, cfg.epochs, steps_per_epoch, cfg.warmup_epochs)
-    fingerprint = [[p.name, s.n_cells] for p, s in zip(paths, opened, strict=True)]
+    fingerprint = [[s.path.name, s.n_cells] for s in opened]  # empty stores were left out
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = CCRL.from_config(cfg).to(device)
@@ -248,7 +248,7 @@ def _train(
                 "epochs": step / steps_per_epoch,
                 "final_loss": last_loss,
                 "n_cells": n_cells,
-                "stores": [p.name for p in paths],
+                "stores": [s.path.name for s in opened],
                 "world_size": env.world_size,
             },
         }

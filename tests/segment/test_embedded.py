@@ -128,6 +128,12 @@ def test_bad_weights_file_is_a_config_error(tmp_path):
     torch.save({"something": torch.zeros(1)}, junk)
     with pytest.raises(ConfigError, match="not an embedded nucleus model"):
         EmbeddedSegmenter(weights=junk)
+    with pytest.raises(ConfigError) as err:  # not torch at all: one line, not torch's paragraphs
+        EmbeddedSegmenter(weights=SAMPLE_SLIDE)
+    assert str(err.value) == (
+        f"{SAMPLE_SLIDE} is not a weights file of the embedded segmenter "
+        "(expected its state_dict and config)"
+    )
 
 
 @pytest.mark.gpu

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from wsi_ccrl.config import SegmentConfig
-from wsi_ccrl.errors import ConfigError
+from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.model_io import read_torch_file
 from wsi_ccrl.nuclei.net import NucleusUNet, build_net
 from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
 from wsi_ccrl.runtime import resolve_device
@@ -45,10 +46,12 @@ def load_nucleus_net(path: str | Path = DEFAULT_WEIGHTS) -> tuple[NucleusUNet, d
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"embedded segmenter weights not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file or a pickle with code: not ours
-        raise ConfigError(f"cannot load embedded segmenter weights {path}: {exc}") from exc
+    try:  # one line for a corrupt file or a pickle with code, not torch's paragraphs
+        blob = read_torch_file(
+            path, "weights file of the embedded segmenter", "expected its state_dict and config"
+        )
+    except WsiCcrlError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(blob, dict) or "state_dict" not in blob or "config" not in blob:
         raise ConfigError(f"{path} is not an embedded nucleus model (no state_dict/config)")
     net = build_net(blob["config"])

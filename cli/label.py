@@ -162,5 +162,6 @@ def label(
     if "geojson" in cfg.export:
         click.echo(
             "Open in QuPath: open the slide, then File > Import objects (or drag the "
-            ".geojson onto the viewer); cells appear as detections classified by cluster."
+            ".geojson/.geojson.gz onto the viewer); cells appear as detections classified by "
+            "cluster. For a whole project: scripts/import_overlays.groovy (README, 'In QuPath')."
         )

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from qupath_geojson import check_qupath_geojson
 from shapely.geometry import Point, shape
 from wsi_ccrl_cli.main import cli
 
@@ -51,6 +52,9 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert payload["crop_size"] == 32 and "momentum_backbone" in payload
 
     # GeoJSON: every cell exactly once, as a detection whose polygon holds its centroid
+    # ... as QuPath's reader takes it (tests/qupath_geojson.py)
+    summary = check_qupath_geojson(out / "labels" / "CMU-1-Small-Region.geojson")
+    assert summary["features"] == n and summary["geometries"].get("Polygon", 0) >= 0.95 * n
     with open(out / "labels" / "CMU-1-Small-Region.geojson") as f:
         data = geojson.load(f)
     assert data.is_valid and data["type"] == "FeatureCollection"

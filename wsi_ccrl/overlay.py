@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import shapely
 
@@ -85,13 +86,12 @@ def cell_shapes(
     if legacy_shift:
         offsets, xy = _from_pixel_centres(offsets, xy, legacy_shift)
     n = offsets.size - 1
-    exact_area = np.abs(ring_areas(offsets, xy))
     geoms = np.full(n, None, dtype=object)
     ok = np.diff(offsets) >= 3  # a ring with no area is found invalid below
     if not ok.all():
         offsets, xy = gather_polygons(offsets, xy, np.flatnonzero(ok))
-        exact_area = exact_area[ok]
-    xy = np.round(xy, 2)  # QuPath's grid; validity is checked on what is written
+    xy = np.round(xy, 2)  # QuPath's grid: validity and area are those of what is written
+    exact_area = np.abs(ring_areas(offsets, xy))
     if simplify > 0 and offsets.size > 1:
         chosen, valid = _simplest(offsets, xy, exact_area, simplify, pitch)
     else:
@@ -195,43 +195,61 @@ def cut_corners(
     a 45-degree staircase becomes one straight edge. Every pixel centre stays on the same side,
     and a simple ring loses exactly 0.5 pixel² (a quarter of each corner pixel, net).
     """
-    lengths = np.diff(offsets)
-    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
-    nxt, _ = ring_neighbours(lengths)
-    dx, dy = x[nxt] - x, y[nxt] - y
-    span = (np.abs(dx) + np.abs(dy)) / pitch
-    steps = np.rint(span)
-    pixel_edge = ((dx == 0) | (dy == 0)) & (np.abs(span - steps) < 0.05) & (steps >= 1)
-    half = 0.5 / np.maximum(span, 1e-12)
-    hx, hy = dx * half, dy * half  # half a pixel edge along the edge
-    second = steps >= 2  # a longer edge also gives the midpoint of its last pixel edge
-    if not pixel_edge.all():  # other rings keep their own vertices
-        bad = np.concatenate([[0], np.cumsum(~pixel_edge)])
-        ok = np.repeat(bad[offsets[1:]] == bad[offsets[:-1]], lengths)
-        hx, hy = np.where(ok, hx, 0.0), np.where(ok, hy, 0.0)
-        second &= ok
-    # interleave (first, second) per edge, the second only where it exists
-    extra = np.concatenate([[0], np.cumsum(second)])
-    first_at = np.arange(x.size) + extra[:-1]
-    m = x.size + int(extra[-1])
-    ox, oy = np.empty(m), np.empty(m)
-    ox[first_at], oy[first_at] = x + hx, y + hy
-    at = first_at[second] + 1
-    ox[at], oy[at] = (x[nxt] - hx)[second], (y[nxt] - hy)[second]
-    return drop_collinear(ox, oy, offsets + extra[offsets], tol=0.05 * pitch * pitch)
+    x = np.ascontiguousarray(xy[:, 0], np.float64)
+    y = np.ascontiguousarray(xy[:, 1], np.float64)
+    new_offsets, ox, oy = _cut_corners(np.asarray(offsets, np.int64), x, y, float(pitch))
+    return new_offsets, np.stack([ox, oy], axis=1)
 
 
-def drop_collinear(
-    x: np.ndarray, y: np.ndarray, offsets: np.ndarray, tol: float = 1e-9
-) -> tuple[np.ndarray, np.ndarray]:
-    """Drop the points inside straight runs of each ring (cyclic; |cross| <= ``tol`` px²);
-    returns (offsets, xy)."""
-    nxt, prev = ring_neighbours(np.diff(offsets))
-    ax, ay = x - x[prev], y - y[prev]
-    bx, by = x[nxt] - x, y[nxt] - y
-    keep = (np.abs(ax * by - ay * bx) > tol) | (ax * bx + ay * by <= 0)
-    kept = np.concatenate([[0], np.cumsum(keep)])
-    return kept[offsets].astype(np.int64), np.stack([x[keep], y[keep]], axis=1)
+@numba.njit(cache=True, nogil=True)
+def _cut_corners(offsets, x, y, pitch):  # pragma: no cover - compiled; tested via cut_corners
+    """One pass per ring (a compiled loop: NumPy needed ~10 temporaries per point)."""
+    n = offsets.size - 1
+    ox = np.empty(2 * x.size)
+    oy = np.empty(2 * x.size)
+    keep = np.empty(2 * x.size, np.bool_)
+    out = np.zeros(n + 1, np.int64)
+    k = 0
+    tol = 0.05 * pitch * pitch  # |cross| below this: a straight run (float32-stored input)
+    for r in range(n):
+        a, b = offsets[r], offsets[r + 1]
+        pixel_ring = True
+        for i in range(a, b):
+            j = i + 1 if i + 1 < b else a
+            dx, dy = x[j] - x[i], y[j] - y[i]
+            span = (abs(dx) + abs(dy)) / pitch
+            if not ((dx == 0 or dy == 0) and abs(span - np.rint(span)) < 0.05 and span > 0.5):
+                pixel_ring = False
+                break
+        start = k
+        for i in range(a, b):
+            if not pixel_ring:
+                ox[k], oy[k] = x[i], y[i]
+                k += 1
+                continue
+            j = i + 1 if i + 1 < b else a
+            dx, dy = x[j] - x[i], y[j] - y[i]
+            span = (abs(dx) + abs(dy)) / pitch
+            hx, hy = 0.5 * dx / span, 0.5 * dy / span
+            ox[k], oy[k] = x[i] + hx, y[i] + hy
+            k += 1
+            if np.rint(span) >= 2:
+                ox[k], oy[k] = x[j] - hx, y[j] - hy
+                k += 1
+        for i in range(start, k):  # straight-run points, against the ring as built
+            p = i - 1 if i > start else k - 1
+            q = i + 1 if i + 1 < k else start
+            ax, ay = ox[i] - ox[p], oy[i] - oy[p]
+            bx, by = ox[q] - ox[i], oy[q] - oy[i]
+            keep[i] = abs(ax * by - ay * bx) > tol or ax * bx + ay * by <= 0
+        w = start
+        for i in range(start, k):
+            if keep[i]:
+                ox[w], oy[w] = ox[i], oy[i]
+                w += 1
+        k = w
+        out[r + 1] = k
+    return out, ox[:k].copy(), oy[:k].copy()
 
 
 def _from_pixel_centres(

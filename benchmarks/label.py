@@ -1,10 +1,13 @@
 """Throughput and peak memory of ``label``'s phases: embedding, K-means, GeoJSON/CSV export.
 
 Each phase runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own. The export runs
-on a synthetic store of 100k and of 1M cells (24-point nucleus outlines, blank crops): memory that
-stays flat between the two shows the export streams. Embedding uses real-sized 32 px crops of
-random pixels (the cost of the backbone does not depend on the pixels) with a randomly initialised
-model in the released ``model.pt`` format; on this CPU it runs on fewer cells (``--embed-cells``).
+on a synthetic store of 100k and of 1M cells whose outlines are what ``segment`` stores: exact
+pixel-edge outlines (``edge_contours`` of OpenCV contours) of 2,000 random ellipses of real
+nucleus size (semi-axes 4-12 px, 5-15 µm wide at 0.25 µm/px, a 40x slide), tiled on a grid. Memory
+that stays flat between 100k and 1M cells shows the export streams; the table gives bytes and
+vertices per cell of what is written. Embedding uses real-sized 32 px crops of random pixels (the
+cost of the backbone does not depend on the pixels) with a randomly initialised model in the
+released ``model.pt`` format; on this CPU it runs on fewer cells (``--embed-cells``).
 
     python benchmarks/label.py                 # defaults sized for a small CPU machine
     python benchmarks/label.py --cells 1000000 --embed-cells 100000 --device cuda
@@ -30,35 +33,63 @@ sys.path.insert(0, str(ROOT))
 
 
 # --------------------------------------------------------------------------- synthetic stores
+def nucleus_templates(k: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Exact pixel-edge outlines (CSR, centred on 0) of ``k`` random ellipses."""
+    import cv2
+
+    from wsi_ccrl.contours import edge_contours
+
+    rng = np.random.default_rng(seed)
+    rings = []
+    for _ in range(k):
+        mask = np.zeros((32, 32), np.uint8)
+        axes = (int(rng.integers(4, 13)), int(rng.integers(4, 13)))
+        cv2.ellipse(mask, (16, 16), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        rings.append(found[0].reshape(-1, 2))
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rings])])
+    e_off, e_xy = edge_contours(offsets, np.concatenate(rings).astype(np.float32))
+    return e_off, e_xy + 0.5 - 16  # pixel-edge frame, centred
+
+
 def build_store(path: Path, n: int, crop_size: int = 32, chunk: int = 4096, seed: int = 0) -> Path:
-    """``n`` cells on a grid: 24-point jittered circles, blank crops, 512-d embeddings, clusters."""
+    """``n`` cells on a 32 px grid: template outlines, blank crops, 512-d embeddings, clusters."""
+    from wsi_ccrl.contours import SEGMENT_CONTOURS, gather_polygons
     from wsi_ccrl.store import CellBatch, CellStore, CellStoreWriter
 
     rng = np.random.default_rng(seed)
     side = int(np.ceil(np.sqrt(n)))
-    attrs = {"slide": {"path": "synthetic.svs", "dimensions": [side * 20, side * 20], "mpp": 0.25}}
+    t_off, t_xy = nucleus_templates(seed=seed)
+    attrs = {
+        "slide": {"path": "synthetic.svs", "dimensions": [side * 32, side * 32], "mpp": 0.25},
+        "tiles": {"target_mpp": 0.25},
+        "segmenter": {"name": "synthetic", "types": {"1": "neoplastic", "2": "inflammatory"}},
+        "contour": SEGMENT_CONTOURS,
+    }
     writer = CellStoreWriter(path, crop_size, attrs, chunk_cells=chunk, overwrite=True)
-    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
     crops = np.full((chunk, crop_size, crop_size, 3), 255, np.uint8)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         idx = np.arange(start, start + m)
-        centre = np.stack([idx % side * 20 + 10, idx // side * 20 + 10], 1).astype(np.float64)
-        radius = rng.uniform(3, 8, (m, 1)) * rng.uniform(0.85, 1.15, (m, 24))
-        xy = centre[:, None, :] + radius[..., None] * np.stack([np.cos(angles), np.sin(angles)], 1)
-        r = radius.max(1)
+        pick = rng.integers(0, len(t_off) - 1, m)
+        offsets, xy = gather_polygons(t_off, t_xy, pick)
+        centre = np.stack([idx % side * 32 + 16, idx // side * 32 + 16], 1).astype(np.float64)
+        xy = xy + np.repeat(centre, np.diff(offsets), axis=0)
+        owner = np.repeat(np.arange(m), np.diff(offsets))
+        lo = np.full((m, 2), np.inf)
+        hi = np.full((m, 2), -np.inf)
+        np.minimum.at(lo, owner, xy)
+        np.maximum.at(hi, owner, xy)
         writer.add(
             CellBatch(
                 crops=crops[:m],
                 centroid=centre.astype(np.float32),
-                bbox=np.concatenate([centre - r[:, None], centre + r[:, None] + 1], 1).astype(
-                    np.int32
-                ),
-                area=(np.pi * r**2).astype(np.float32),
-                seg_type=rng.integers(1, 6, m).astype(np.int16),
+                bbox=np.concatenate([lo, hi], 1).astype(np.int32),
+                area=np.prod(hi - lo, axis=1).astype(np.float32),
+                seg_type=rng.integers(1, 3, m).astype(np.int16),
                 seg_prob=rng.uniform(0.5, 1, m).astype(np.float32),
-                contour_offsets=np.arange(0, 24 * m + 1, 24, dtype=np.int64),
-                contour_xy=xy.reshape(-1, 2).astype(np.float32),
+                contour_offsets=offsets,
+                contour_xy=xy.astype(np.float32),
             )
         )
     store = writer.finalize()
@@ -106,7 +137,7 @@ def run_phase(phase: str, store: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     from wsi_ccrl.cluster import KMeansModel, fit_stores, predict_store
     from wsi_ccrl.embed import embed_store
-    from wsi_ccrl.export import write_csv, write_geojson
+    from wsi_ccrl.export import export_store
     from wsi_ccrl.model_io import load_backbone
     from wsi_ccrl.palette import cluster_styles
     from wsi_ccrl.store import CellStore
@@ -116,6 +147,7 @@ def run_phase(phase: str, store: str, args: argparse.Namespace) -> dict:
     out.mkdir(exist_ok=True)
     base_rss = _rss_mb()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     if phase.startswith("embed"):
         backbone, _ = load_backbone(args.model)
         t0 = time.perf_counter()
@@ -128,20 +160,85 @@ def run_phase(phase: str, store: str, args: argparse.Namespace) -> dict:
         km = KMeansModel(8, seed=0).fit(np.asarray(s["embedding"][:1000], np.float32))
         t0 = time.perf_counter()
         predict_store(km, s)
-    elif phase == "geojson":
-        write_geojson(s, cluster_styles(8), out / "x.geojson")
-    elif phase == "geojson.gz":
-        write_geojson(s, cluster_styles(8), out / "x.geojson.gz", compress=True)
-    elif phase == "csv":
-        write_csv(s, cluster_styles(8), out / "x.csv")
+    elif phase.startswith("export:"):  # export:<files>[:simplify]
+        _, files, *tol = phase.split(":")
+        names = {"geojson": "x.geojson", "gz": "x.geojson.gz", "csv": "x.csv"}
+        paths = {k: out / names[k] for k in files.split("+")}
+        counts = export_store(
+            s,
+            cluster_styles(8),
+            geojson=paths.get("geojson") or paths.get("gz"),
+            csv=paths.get("csv"),
+            compress="gz" in paths,
+            simplify=float(tol[0]) if tol else 0.5,
+        )
+        extra = {"vertices": counts["vertices"], "bytes": counts["bytes"]}
+        extra["files"] = {k: os.path.getsize(p) for k, p in paths.items()}
+    elif phase == "export-profile":
+        extra = {"stages": export_profile(s, out)}
     seconds = time.perf_counter() - t0
     n = args.fit_sample if phase == "kmeans-fit" else s.n_cells
     return {
         "cells": min(n, s.n_cells),
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu0,
         "base_mb": base_rss,
         "peak_mb": _peak_mb(),
+        **(extra if phase.startswith("export") else {}),
     }
+
+
+def export_profile(store, out: Path) -> dict[str, float]:
+    """CPU µs per cell of each stage of the export, one thread, stage by stage (process time)."""
+    import shapely
+
+    from wsi_ccrl.contours import legacy_shift
+    from wsi_ccrl.export import (
+        EXPORT_CHUNK_CELLS,
+        EXPORT_READ_CELLS,
+        GeoJsonFormat,
+        outline_pitch,
+        read_chunks,
+        type_names,
+    )
+    from wsi_ccrl.overlay import _polygons, cell_shapes, cut_corners
+    from wsi_ccrl.palette import cluster_styles
+
+    fmt = GeoJsonFormat(cluster_styles(8), store.mpp, type_names(store))
+    pitch, shift = outline_pitch(store.attrs), legacy_shift(store.attrs)
+    stages = dict.fromkeys(
+        ["read (zarr)", "outlines: all", "  of which corner cut", "  of which Douglas-Peucker",
+         "  of which validity", "format (GeoJSON text)", "write"], 0.0
+    )  # fmt: skip
+    with open(out / "profile.geojson", "wb") as f:
+        for start, stop in store.iter_ranges(EXPORT_READ_CELLS):
+            c0 = time.process_time()
+            chunks = read_chunks(store, start, stop, "profile", EXPORT_CHUNK_CELLS)
+            stages["read (zarr)"] += time.process_time() - c0
+            for ch in chunks:
+                c0 = time.process_time()
+                ch.shapes = cell_shapes(ch.offsets, ch.xy, ch.bbox, 0.5, pitch, shift)
+                c1 = time.process_time()
+                data = fmt.chunk(ch, ch.start == 0)
+                c2 = time.process_time()
+                f.write(data)
+                c3 = time.process_time()
+                stages["outlines: all"] += c1 - c0
+                stages["format (GeoJSON text)"] += c2 - c1
+                stages["write"] += c3 - c2
+                # the three costly steps of the outlines, again, alone
+                xy = np.round(np.asarray(ch.xy, np.float64), 2)
+                c0 = time.process_time()
+                cut = _polygons(*cut_corners(ch.offsets, xy, pitch))
+                c1 = time.process_time()
+                simple = shapely.simplify(cut, 0.5 * pitch, preserve_topology=False)
+                c2 = time.process_time()
+                shapely.is_valid(simple)
+                c3 = time.process_time()
+                stages["  of which corner cut"] += c1 - c0
+                stages["  of which Douglas-Peucker"] += c2 - c1
+                stages["  of which validity"] += c3 - c2
+    return {k: v / store.n_cells * 1e6 for k, v in stages.items()}
 
 
 def _rss_mb() -> float:
@@ -211,19 +308,25 @@ def main() -> None:
             )
         rows.append((f"K-means fit (sample {args.fit_sample:,})", child("kmeans-fit", big, args)))
         rows.append(("K-means predict", child("kmeans-predict", big, args)))
+        exports = []
         for label, store in ((f"{args.small_cells:,}", small), (f"{args.cells:,}", big)):
-            rows.append((f"GeoJSON export, {label} cells", child("geojson", store, args)))
-        rows.append((f"GeoJSON.gz export, {args.cells:,} cells", child("geojson.gz", big, args)))
-        rows.append((f"CSV export, {args.cells:,} cells", child("csv", big, args)))
-        size = {
-            name: os.path.getsize(Path(work) / "out" / name) / 2**20
-            for name in ("x.geojson", "x.geojson.gz", "x.csv")
-            if (Path(work) / "out" / name).exists()
-        }
-    print(_table(rows, size, torch.__version__))
+            exports.append((f"GeoJSON, {label} cells", child("export:geojson", store, args)))
+        big_n = f"{args.cells:,}"
+        exports.append((f"GeoJSON.gz, {big_n} cells", child("export:gz", big, args)))
+        exports.append((f"CSV, {big_n} cells", child("export:csv", big, args)))
+        exports.append(
+            (f"GeoJSON + CSV in one pass, {big_n} cells", child("export:geojson+csv", big, args))
+        )
+        exports.append(
+            (f"GeoJSON, exact outlines (--simplify 0), {big_n} cells",
+             child("export:geojson:0", big, args))
+        )  # fmt: skip
+        profile = child("export-profile", big, args)["stages"]
+    print(_table(rows, exports, torch.__version__))
+    print(_profile_table(profile, args.cells))
 
 
-def _table(rows, size, torch_version) -> str:
+def _table(rows, exports, torch_version) -> str:
     lines = [
         f"# label benchmark ({time.strftime('%Y-%m-%d')})",
         "",
@@ -239,12 +342,37 @@ def _table(rows, size, torch_version) -> str:
             f"| {name} | {r['cells']:,} | {r['seconds']:.1f} | {rate:,.0f} | "
             f"{r['base_mb']:.0f} | {r['peak_mb']:.0f} |"
         )
-    if size:
-        lines += [
-            "",
-            "Output sizes (last written): "
-            + ", ".join(f"{k} {v:,.0f} MiB" for k, v in size.items()),
-        ]
+    lines += [
+        "",
+        "Export (`wsi_ccrl.export.export_store`, the default `--simplify 0.5` unless said):",
+        "",
+        "| export | cells | seconds | cells/s | CPU s | peak RSS (MiB) | vertices / cell "
+        "| GeoJSON bytes / cell | files (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in exports:
+        n = r["cells"]
+        files = ", ".join(f"{k} {v / 2**20:,.0f}" for k, v in r["files"].items())
+        lines.append(
+            f"| {name} | {n:,} | {r['seconds']:.1f} | {n / r['seconds']:,.0f} | "
+            f"{r['cpu_seconds']:.1f} | {r['peak_mb']:.0f} | {r['vertices'] / n:.1f} | "
+            f"{r['bytes'] / n:.0f} | {files} |"
+        )
+    return "\n".join(lines)
+
+
+def _profile_table(stages: dict[str, float], n: int) -> str:
+    lines = [
+        "",
+        f"Where the export's time goes ({n:,} cells, one thread, CPU µs per cell):",
+        "",
+        "| stage | CPU µs / cell |",
+        "|---|---:|",
+    ]
+    for name, us in stages.items():
+        lines.append(f"| {name} | {us:.1f} |")
+    total = sum(v for k, v in stages.items() if not k.startswith("  "))
+    lines.append(f"| total | {total:.1f} (≈ {1e6 / total:,.0f} cells per CPU-second) |")
     return "\n".join(lines)
 
 

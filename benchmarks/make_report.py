@@ -14,6 +14,7 @@ SECTIONS = [
     ("The embedded nucleus U-Net: held-out F1 and speed", "nucleus_net.md"),
     ("Training: input pipeline vs model", "train.md"),
     ("Label: embedding, K-means, export", "label.md"),
+    ("Overlay geometry: vertices, area and pixels of real nuclei", "overlay_geometry.md"),
     ("Crops: no invented pixels", "crops.md"),
     ("CCRL ablation on the validation split", "ccrl_ablation.md"),
     ("The paper's protocol (wsi-ccrl benchmark)", "protocol.md"),

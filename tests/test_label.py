@@ -190,7 +190,7 @@ def test_an_empty_store_in_a_cohort_is_skipped_with_a_warning(
         ({"k": 1}, "k must be in 2..32767"),
         ({"encoder": "key"}, "encoder must be momentum or query"),
         ({"export": "geojson,pdf"}, "unknown export format 'pdf'"),
-        ({"device": "tpu"}, "device must be auto, cpu or cuda"),
+        ({"device": "tpu"}, "label.device: .tpu. is not auto, cpu, cuda or cuda:N"),
         ({"kmeans_backend": "cuml"}, "kmeans_backend"),
         ({"fit_sample": 0}, "fit_sample must be positive"),
         ({"features": "pca"}, "features must be raw, l2 or whiten"),

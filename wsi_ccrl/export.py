@@ -13,10 +13,11 @@ ASCII (names escaped), which QuPath reads whatever its platform's charset.
 The CSV has one row per cell, keyed by the same object ID as QuPath's measurement export
 ("Object ID"), with the polygon's centroid and area, so the two tables join.
 
-Chunks of cells are read, shaped (``wsi_ccrl.overlay``) and formatted (``wsi_ccrl.textrows``) as
-whole arrays, and written by a background thread (which also gzips) under a temporary name that is
-renamed when complete: memory stays flat whatever the slide's size, and a crash leaves no
-half-written file under the final name.
+The store is read in large spans (one thread: zarr's cost is per call); chunks of 4,096 cells are
+shaped (``wsi_ccrl.overlay``) and formatted (``wsi_ccrl.textrows``) as whole arrays on two worker
+threads (NumPy, shapely and the compiled loops release the GIL) and written, in order, by a third
+(which also gzips), under a temporary name renamed when complete: memory stays flat whatever the
+slide's size, and a crash leaves no half-written file under the final name.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ log = get_logger(__name__)
 EXPORT_FORMATS = ("geojson", "csv")
 EXPORT_CHUNK_CELLS = 4096  # cells shaped and formatted at once: arrays stay in cache
 EXPORT_READ_CELLS = 32768  # cells read from the store at once
-GZIP_ABOVE_CELLS = 100_000  # default: .geojson.gz above this (about 30 MiB of GeoJSON)
+GZIP_ABOVE_CELLS = 100_000  # default: .geojson.gz above this (about 60 MB of GeoJSON)
 AREA_DECIMALS, DISTANCE_DECIMALS, PROB_DECIMALS = 2, 4, 4
 EXPORT_THREADS = 2  # chunks shaped and formatted at once (shapely and NumPy release the GIL)
 
@@ -111,7 +112,7 @@ def type_names(store) -> dict[int, str]:
 
 @dataclass
 class Chunk:
-    """One chunk of cells as read from the store; ``shape`` adds what both writers need."""
+    """One chunk of cells as read from the store; ``shapes`` are added before formatting."""
 
     start: int
     offsets: np.ndarray  # (n + 1,) stored outlines, CSR
@@ -206,11 +207,7 @@ class GeoJsonFormat:
         )  # fmt: skip
         rows.literal('},"properties":{"objectType":"detection"')
         if self.types:
-            pos = np.searchsorted(self.type_codes, c.seg_type)
-            known = (pos < self.type_codes.size) & (
-                self.type_codes[np.minimum(pos, self.type_codes.size - 1)] == c.seg_type
-            )
-            rows.pick(self.type_table, np.where(known, pos, len(self.type_table) - 1))
+            rows.pick(self.type_table, _table_index(self.type_codes, c.seg_type))
         rows.pick(self.classes, c.cluster)
         rows.number(s.area * c.area_scale, AREA_DECIMALS)
         rows.number(
@@ -219,6 +216,14 @@ class GeoJsonFormat:
         rows.number(c.seg_prob, PROB_DECIMALS, self.prob_key, present=np.isfinite(c.seg_prob))
         rows.literal("}}}")
         return rows.to_bytes()
+
+
+def _table_index(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Row of each value in a table ordered like sorted ``codes``; unknown values: the last row
+    (empty, so a type the segmenter did not name is left out)."""
+    pos = np.searchsorted(codes, values)
+    known = (pos < codes.size) & (codes[np.minimum(pos, codes.size - 1)] == values)
+    return np.where(known, pos, codes.size)
 
 
 _BRACKETS = (["", "[", "[[", "[[["], ["", "]", "]]", "]]]"])
@@ -280,11 +285,7 @@ class CsvFormat:
         rows.number(c.seg_type, 0, ",")
         rows.literal(",")
         if self.type_codes.size:
-            pos = np.searchsorted(self.type_codes, c.seg_type)
-            known = (pos < self.type_codes.size) & (
-                self.type_codes[np.minimum(pos, self.type_codes.size - 1)] == c.seg_type
-            )
-            rows.pick(self.type_table, np.where(known, pos, len(self.type_table) - 1))
+            rows.pick(self.type_table, _table_index(self.type_codes, c.seg_type))
         rows.literal(",")
         rows.number(c.seg_prob, PROB_DECIMALS, present=np.isfinite(c.seg_prob))
         rows.literal("\n")

@@ -91,7 +91,7 @@ def evaluate(seg, images: list[LabelledImage]) -> Scores:
     return scores
 
 
-def tune(seg: EmbeddedSegmenter, images: list[LabelledImage]) -> None:
+def tune(seg: EmbeddedSegmenter, images: list[LabelledImage], grid_args) -> None:
     """Print the watershed thresholds with the best mean (F1 at 12 px + PQ) over sources."""
     groups = slides(images)
     maps = []
@@ -99,7 +99,7 @@ def tune(seg: EmbeddedSegmenter, images: list[LabelledImage]) -> None:
         seg.fit_slide([im.image for im in group])
         maps += list(zip(seg.predict([im.image for im in group]), group, strict=True))
     best = (-1.0, seg.post)
-    grid = itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5), (15, 21), (3, 5))
+    grid = itertools.product(grid_args.fg, grid_args.edge, grid_args.ksize, grid_args.open)
     for fg, edge, ks, op in grid:
         seg.post = replace(
             seg.post, fg_threshold=fg, edge_threshold=edge, sobel_ksize=ks, marker_open=op
@@ -144,6 +144,12 @@ def main() -> None:
     parser.add_argument("--speed-n", type=int, default=64, help="256² patches timed (0: skip)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tune", action="store_true", help="tune thresholds on training images")
+    floats = lambda text: [float(v) for v in text.split(",")]  # noqa: E731
+    ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
+    parser.add_argument("--fg", type=floats, default=[0.4, 0.5, 0.6], help="--tune grid")
+    parser.add_argument("--edge", type=floats, default=[0.3, 0.4, 0.5], help="--tune grid")
+    parser.add_argument("--ksize", type=ints, default=[15, 21], help="--tune grid")
+    parser.add_argument("--open", type=ints, default=[3, 5], help="--tune grid")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = [m.split("=", 1) for m in args.model] or [["shipped", str(DEFAULT_WEIGHTS)]]
@@ -157,7 +163,7 @@ def main() -> None:
                 train_images += [im for im in train if int(im.name.rsplit("_", 1)[1]) % 4 == 0]
             else:  # 8 whole images
                 train_images += train[:: max(1, len(train) // 8)][:8]
-        tune(EmbeddedSegmenter(weights=models[0][1], device="cpu"), train_images)
+        tune(EmbeddedSegmenter(weights=models[0][1], device="cpu"), train_images, args)
         return
 
     segmenters = [(name, EmbeddedSegmenter(weights=w, device="cpu")) for name, w in models]

@@ -27,7 +27,7 @@ import torch
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.nuclei.augment import AugmentConfig, colour_jitter, make_batch
-from wsi_ccrl.nuclei.data import LabelledImage, load_sources, split
+from wsi_ccrl.nuclei.data import HELD_BACK, LabelledImage, load_sources, split
 from wsi_ccrl.nuclei.net import NucleusUNet
 from wsi_ccrl.nuclei.targets import hovernet_loss
 from wsi_ccrl.schedule import cosine_schedule
@@ -161,6 +161,7 @@ def _train(
         "outputs": ["fg_logit", "h", "v"],
         "stain_reference": reference.to_dict() if reference else None,
         "stain_fit": "slide",  # normalise with whole-slide (image) statistics
+        "held_back": {k: list(v) for k, v in HELD_BACK.items()},  # never trained on
         "train": cfg.record(),
     }
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

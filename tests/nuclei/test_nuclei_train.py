@@ -119,6 +119,12 @@ def test_bad_settings_are_clear_errors(tmp_path):
         NucleusTrainConfig(crop=100).validate()
     with pytest.raises(WsiCcrlError, match="no training sources"):
         train(NucleusTrainConfig(out=str(tmp_path / "w.pt")))
+    foreign = tmp_path / "slide.svs"
+    foreign.write_bytes(b"II*\x00 not a torch file")
+    with pytest.raises(WsiCcrlError, match="is not a nucleus model"):
+        blank = np.zeros((64, 64, 3), np.uint8)
+        one = [LabelledImage("x", "cpm15", "x", blank, np.zeros((64, 64), np.int32))]
+        train(NucleusTrainConfig(out=str(tmp_path / "w.pt"), init=str(foreign)), one)
 
 
 @needs(CONSEP_PATCHES)

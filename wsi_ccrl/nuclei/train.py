@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +25,12 @@ import torch
 
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.model_io import read_torch_file
 from wsi_ccrl.nuclei.augment import AugmentConfig, colour_jitter, make_batch
 from wsi_ccrl.nuclei.data import HELD_BACK, LabelledImage, load_sources, split
 from wsi_ccrl.nuclei.net import NucleusUNet
 from wsi_ccrl.nuclei.targets import hovernet_loss
+from wsi_ccrl.runtime import atomic_save_torch
 from wsi_ccrl.schedule import cosine_schedule
 from wsi_ccrl.stain import reference_from_images
 
@@ -97,10 +98,8 @@ def save_weights(path: str | Path, net: NucleusUNet, config: dict[str, Any]) -> 
     """Atomically write ``{"state_dict", "config"}`` (plain tensors and builtins: weights_only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "config": config}, tmp)
-    os.replace(tmp, path)
+    atomic_save_torch({"state_dict": state, "config": config}, path)
 
 
 def train(
@@ -144,8 +143,13 @@ def _train(
 
     net = NucleusUNet(cfg.channels, cfg.stem_stride)
     if cfg.init:
-        blob = torch.load(cfg.init, map_location="cpu", weights_only=True)
-        net.load_state_dict(blob["state_dict"])
+        blob = read_torch_file(cfg.init, "nucleus model", "expected a nucleus_unet.pt of this tool")
+        if not isinstance(blob, dict) or "state_dict" not in blob:
+            raise WsiCcrlError(f"{cfg.init} is not a nucleus model (no state_dict)")
+        try:
+            net.load_state_dict(blob["state_dict"])
+        except RuntimeError as exc:
+            raise WsiCcrlError(f"--init {cfg.init} does not fit --channels: {exc}") from None
         log.info("starting from %s", cfg.init)
     reference = reference_from_images([im.image for im in images]) if cfg.stain_normalize else None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -168,7 +172,7 @@ def _train(
     ckpt = Path(str(cfg.out) + ".ckpt")
     step = 0
     if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = read_torch_file(ckpt, "nucleus training checkpoint", "delete it to start afresh")
         if state.get("train") != config["train"]:
             raise WsiCcrlError(
                 f"{ckpt} is from a run with other settings; delete it to start afresh"
@@ -207,7 +211,6 @@ def _train(
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         if step % cfg.steps_per_epoch == 0 or step == total:
-            tmp = ckpt.with_name(ckpt.name + ".tmp")
             state = {
                 "net": net.state_dict(),
                 "opt": opt.state_dict(),
@@ -216,8 +219,7 @@ def _train(
                 "gen": gen.get_state(),
                 "train": config["train"],
             }
-            torch.save(state, tmp)
-            os.replace(tmp, ckpt)
+            atomic_save_torch(state, ckpt)
             save_weights(cfg.out, net, config)
     net.eval()
     save_weights(cfg.out, net, config)

@@ -7,7 +7,7 @@ import torch
 
 from wsi_ccrl.config import load_section
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
-from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.runtime import atomic_save_torch, atomic_write, atomic_write_text, resolve_device
 
 
 def test_auto_and_cpu_resolve_to_torch_devices():
@@ -34,3 +34,34 @@ def test_every_section_accepts_the_same_device_names(section):
         assert load_section(section, None, {"device": ok}).device == ok
     with pytest.raises(ConfigError, match=f"{section}.device"):
         load_section(section, None, {"device": "cuda:one"})
+
+
+def test_atomic_write_replaces_on_success(tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_text("old")
+    with atomic_write(path) as tmp:
+        assert tmp.parent == tmp_path and tmp != path
+        tmp.write_text("new")
+        assert path.read_text() == "old"  # nothing visible until the rename
+    assert path.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_atomic_write_failure_keeps_the_old_file_and_no_temp(tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_write(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_atomic_text_and_torch_wrappers(tmp_path):
+    assert atomic_write_text(tmp_path / "a.txt", "hello").read_text() == "hello"
+    saved = atomic_save_torch({"w": torch.arange(3)}, tmp_path / "m.pt")
+    assert torch.equal(torch.load(saved, weights_only=True)["w"], torch.arange(3))
+    with pytest.raises(TypeError), atomic_write(tmp_path / "a.txt") as tmp:
+        tmp.write_text(object())  # a writer that fails before anything is renamed
+    assert (tmp_path / "a.txt").read_text() == "hello"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "m.pt"]

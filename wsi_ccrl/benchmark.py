@@ -36,7 +36,7 @@ from wsi_ccrl.config import (
 )
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger
-from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.runtime import atomic_write_text, resolve_device
 
 log = get_logger(__name__)
 
@@ -271,13 +271,13 @@ def train_ccrl(train_store: Path, out_dir: Path, run: str, train_cfg, seed: int)
         log.info("reusing %s", model)
         return model
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(stamp, json.dumps({"config": to_dict(cfg), "done": False}))
+    atomic_write_text(stamp, json.dumps({"config": to_dict(cfg), "done": False}))
     log.info("training CCRL (%s, seed %d) on %s", run, seed, train_store.name)
     t0 = time.time()
     # resume an interrupted run of the same config; a checkpoint of another config is discarded
     path = Path(train([train_store], run_dir, cfg, resume=same))
     log.info("trained %s in %.0f s", run, time.time() - t0)
-    _write_atomic(stamp, json.dumps({"config": to_dict(cfg), "done": True}))
+    atomic_write_text(stamp, json.dumps({"config": to_dict(cfg), "done": True}))
     return path
 
 
@@ -403,8 +403,8 @@ def run_benchmark(
         machine=machine_info(device),
         total_seconds=round(time.time() - t_start, 1),
     )
-    _write_atomic(out_dir / "results.json", json.dumps(results, indent=2))
-    _write_atomic(out_dir / "results.md", format_table(results))
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out_dir / "results.md", format_table(results))
     return results
 
 
@@ -421,12 +421,6 @@ def machine_info(device: str) -> dict[str, Any]:
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------- the table

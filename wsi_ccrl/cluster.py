@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.features import FeatureSpace
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.runtime import atomic_write
 
 log = get_logger(__name__)
 BACKENDS = ("auto", "sklearn", "faiss")
@@ -159,9 +159,8 @@ class KMeansModel:
         }
         arrays = {f"features_{k}": v for k, v in self.space_.arrays().items()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, centers=self.cluster_centers_, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, path)
+        with atomic_write(path, suffix=".npz") as tmp:
+            np.savez(tmp, centers=self.cluster_centers_, meta=np.array(json.dumps(meta)), **arrays)
         self.info_ = {k: v for k, v in meta.items() if k != "format"}
         return path
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from wsi_ccrl.errors import ConfigError
+from wsi_ccrl.runtime import atomic_write_text
 
 SECTIONS = ("segment", "train", "label", "benchmark")
 
@@ -482,7 +483,4 @@ def to_dict(cfg) -> dict[str, Any]:
 
 def dump_yaml(section: str, cfg, path: str | Path) -> None:
     """Write the resolved config next to an output, so a run can be repeated exactly."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump({section: to_dict(cfg)}, sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump({section: to_dict(cfg)}, sort_keys=False))

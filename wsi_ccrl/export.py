@@ -39,6 +39,7 @@ from wsi_ccrl.contours import legacy_shift
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.overlay import DEFAULT_SIMPLIFY, CellShapes, cell_shapes
 from wsi_ccrl.palette import ClusterStyles
+from wsi_ccrl.runtime import atomic_write
 from wsi_ccrl.textrows import Rows
 
 log = get_logger(__name__)
@@ -302,21 +303,12 @@ def _csv_field(text: str) -> str:
 @contextmanager
 def atomic_binary(path: Path, compress: bool = False):
     """A binary stream to ``path`` written under a temporary name and renamed on success."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    raw = open(tmp, "wb")  # noqa: SIM115 - closed below, renamed only on success
-    try:
-        stream = (
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) if compress else raw
-        )
-        yield stream
-        stream.close()  # closes the gzip stream (and raw, when not compressing)
-        raw.close()
-        os.replace(tmp, path)
-    except BaseException:
-        raw.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "wb") as raw:
+        if not compress:
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as stream:
+            yield stream
 
 
 def default_compress(n_cells: int) -> bool:

@@ -7,7 +7,6 @@ ablation), and records the crop size the model was trained on.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from torch import nn
 
 from wsi_ccrl.backbone import PreActResNet18
 from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.runtime import atomic_save_torch
 
 MODEL_FORMAT = "wsi-ccrl-model"
 MODEL_VERSION = 1
@@ -50,10 +50,7 @@ def save_model(
         },
         **(extra or {}),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_torch(payload, path)
 
 
 def load_model_file(path: str | Path) -> dict[str, Any]:

@@ -1,17 +1,59 @@
-"""Where work runs: one device resolver for every command (segment, train, label, benchmark)."""
+"""Where work runs and how it writes: one device resolver for every command (segment, train,
+label, benchmark) and one way to write a file atomically (temporary name, then rename)."""
 
 from __future__ import annotations
 
-import torch
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from wsi_ccrl.errors import WsiCcrlError
 
-__all__ = ["resolve_device"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["atomic_save_torch", "atomic_write", "atomic_write_text", "resolve_device"]
+
+
+@contextmanager
+def atomic_write(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (``<name>.tmp<suffix>``) to write to; on success it
+    replaces ``path`` in one rename, on any failure it is removed and ``path`` is left as it was.
+
+    ``suffix`` is for writers that insist on a file ending (``np.savez`` wants ``.npz``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp" + suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def atomic_save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically."""
+    import torch
+
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` is the first CUDA GPU when one is visible, else the CPU; ``cuda``/``cuda:N`` must
     exist (one clear error otherwise, naming what is visible)."""
+    import torch
+
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -21,6 +21,7 @@ import numpy as np
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.plain_image import PIL_SUFFIXES, open_image
+from wsi_ccrl.runtime import atomic_write
 
 log = get_logger(__name__)
 
@@ -485,9 +486,8 @@ def write_pyramidal_tiff(
     import tifffile
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     res = 1e4 / mpp  # pixels per centimetre
-    with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+    with atomic_write(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
         opts = dict(
             tile=(tile, tile),
             photometric="rgb",
@@ -500,7 +500,6 @@ def write_pyramidal_tiff(
             h, w = level.shape[0] // 2, level.shape[1] // 2
             level = _half(level, h, w)
             tif.write(level, subfiletype=1, resolution=(res / 2**k, res / 2**k), **opts)
-    tmp.replace(path)
     return path
 
 

@@ -29,7 +29,7 @@ from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.model import CCRL
 from wsi_ccrl.model_io import load_checked, save_model
-from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.runtime import atomic_save_torch, atomic_write, resolve_device
 from wsi_ccrl.schedule import cosine_schedule
 
 log = get_logger(__name__)
@@ -358,12 +358,10 @@ def _trim_metrics(path: Path, step: int) -> None:
         return
     with path.open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as fh:
         out = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
         out.writeheader()
         out.writerows(rows)
-    tmp.replace(path)
 
 
 def _tensorboard(out_dir: Path):
@@ -440,9 +438,7 @@ def save_checkpoint(
         "data": fingerprint,
         "rng": rng_state(),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_save_torch(payload, path)
 
 
 def load_checkpoint(

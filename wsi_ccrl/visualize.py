@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from wsi_ccrl.cluster import read_rows
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.palette import ClusterStyles
+from wsi_ccrl.runtime import atomic_write
 
 log = get_logger(__name__)
 
@@ -37,11 +37,9 @@ def _font(size: int = 14) -> ImageFont.ImageFont:
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Write a PNG atomically (temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_write(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
 
 
 # --------------------------------------------------------------------------- overview

@@ -87,6 +87,9 @@ def test_resume_refuses_another_config_or_data_and_no_resume_starts_over(tiny_st
     train([tiny_store], tmp_path / "run", cfg)
     with pytest.raises(ConfigError, match="train.lr was 0.001"):
         train([tiny_store], tmp_path / "run", dataclasses.replace(cfg, lr=0.01))
+    # the lr schedule is spread over the epochs: more epochs on resume would change its past
+    with pytest.raises(ConfigError, match=r"train.epochs was 2 in the checkpoint, now 3 \(the lr"):
+        train([tiny_store], tmp_path / "run", dataclasses.replace(cfg, epochs=3))
     train([tiny_store], tmp_path / "run", dataclasses.replace(cfg, lr=0.01), resume=False)
     assert state(tmp_path / "run")["config"]["lr"] == 0.01
     cfg = dataclasses.replace(cfg, lr=0.01)

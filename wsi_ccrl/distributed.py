@@ -94,6 +94,23 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
             dist.broadcast(buf, src)
 
 
+class DataParallelCCRL(nn.Module):
+    """Runs a CCRL module's two backbones under ``nn.DataParallel`` over ``device_ids``.
+
+    The weights, the momentum update and the queue stay those of ``model`` (its state_dict has
+    no ``module.`` prefixes); only the backbone passes are split across the GPUs.
+    """
+
+    def __init__(self, model: nn.Module, device_ids: list[int] | None):
+        super().__init__()
+        self.model = model
+        self.backbone_q = nn.DataParallel(model.backbone_q, device_ids=device_ids)
+        self.backbone_k = nn.DataParallel(model.backbone_k, device_ids=device_ids)
+
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor) -> torch.Tensor:
+        return self.model(im_q, im_k, (self.backbone_q, self.backbone_k))
+
+
 def all_reduce_mean(value: float, device: torch.device) -> float:
     """The mean of a scalar over ranks (for logging)."""
     if world_size() == 1:

@@ -18,7 +18,7 @@ from torch import nn
 from wsi_ccrl import distributed
 from wsi_ccrl.backbone import PreActResNet18
 from wsi_ccrl.heads import mlp_head
-from wsi_ccrl.losses import info_nce_logits
+from wsi_ccrl.losses import info_nce
 
 
 class CCRL(nn.Module):
@@ -62,9 +62,6 @@ class CCRL(nn.Module):
         queue = F.normalize(torch.randn(queue_size, proj_dim), dim=1)
         self.register_buffer("queue", queue)  # KxD
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        # DataParallel replicas of the backbones, kept out of the module tree so that
-        # state_dict, the momentum update and the queue stay those of the modules above
-        self.__dict__["_runners"] = {"q": self.backbone_q, "k": self.backbone_k}
 
     @classmethod
     def from_config(cls, cfg: Any) -> CCRL:
@@ -80,15 +77,6 @@ class CCRL(nn.Module):
             momentum=cfg.momentum,
             shuffle_bn=cfg.shuffle_bn,
         )
-
-    # ------------------------------------------------------------------ parallel
-    def data_parallel(self, device_ids: list[int] | None) -> CCRL:
-        """Run both backbones under ``nn.DataParallel`` (weights stay in this module)."""
-        self.__dict__["_runners"] = {
-            "q": nn.DataParallel(self.backbone_q, device_ids=device_ids),
-            "k": nn.DataParallel(self.backbone_k, device_ids=device_ids),
-        }
-        return self
 
     # ------------------------------------------------------------------ momentum
     def query_parameters(self) -> list[nn.Parameter]:
@@ -127,20 +115,25 @@ class CCRL(nn.Module):
         self.queue_ptr.copy_((self.queue_ptr + n) % k)
 
     # ------------------------------------------------------------------ encoders
-    def encode_query(self, im_q: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, D) L2-normalised prediction (or projection) of the query view."""
-        z = self.projector_q(self._runners["q"](im_q))
+    def encode_query(self, im_q: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, D) L2-normalised prediction (or projection) of the query view.
+
+        ``backbone`` runs ``backbone_q`` (a DataParallel wrapper of it); default ``backbone_q``."""
+        z = self.projector_q((self.backbone_q if backbone is None else backbone)(im_q))
         if self.predictor is not None:
             z = self.predictor(z)
         return F.normalize(z.float(), dim=1)
 
     @torch.no_grad()
-    def encode_key(self, im_k: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, D) L2-normalised momentum projection, BatchNorm batch shuffled."""
+    def encode_key(self, im_k: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, D) L2-normalised momentum projection, BatchNorm batch shuffled.
+
+        ``backbone`` runs ``backbone_k`` (a DataParallel wrapper of it); default ``backbone_k``."""
+        backbone = self.backbone_k if backbone is None else backbone
         if not self.shuffle_bn:
-            return F.normalize(self.projector_k(self._runners["k"](im_k)).float(), dim=1)
+            return F.normalize(self.projector_k(backbone(im_k)).float(), dim=1)
         im_k, unshuffle = self._shuffle(im_k)
-        k = F.normalize(self.projector_k(self._runners["k"](im_k)).float(), dim=1)
+        k = F.normalize(self.projector_k(backbone(im_k)).float(), dim=1)
         return self._unshuffle(k, unshuffle)
 
     def _shuffle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,22 +155,28 @@ class CCRL(nn.Module):
         return gathered[unshuffle.view(-1, b)[r]]
 
     # ------------------------------------------------------------------ step
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        im_q: torch.Tensor,
+        im_k: torch.Tensor,
+        backbones: tuple[nn.Module, nn.Module] | None = None,
+    ) -> torch.Tensor:
         """One CCRL step's loss: update the key encoder, score, enqueue the keys.
 
         Args:
             im_q: (B, 3, S, S) float query views (global by default).
             im_k: (B, 3, S, S) float key views (local by default).
+            backbones: what runs (backbone_q, backbone_k), e.g. their DataParallel wrappers
+                (``distributed.DataParallelCCRL``); default the backbones themselves.
 
         Returns:
-            loss (scalar), logits (B, 1 + K) with the positive in column 0.
+            The InfoNCE loss (scalar) of the queries against their keys and the queue.
         """
-        q = self.encode_query(im_q)  # BxD
+        run_q, run_k = backbones or (None, None)
+        q = self.encode_query(im_q, run_q)  # BxD
         with torch.no_grad():
             self.momentum_update()
-            k = self.encode_key(im_k)  # BxD
-        logits = info_nce_logits(q, k, self.queue.clone().detach(), self.temperature)
-        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        loss = F.cross_entropy(logits, labels)
+            k = self.encode_key(im_k, run_k)  # BxD
+        loss = info_nce(q, k, self.queue.clone().detach(), self.temperature)
         self.enqueue(k)
-        return loss, logits
+        return loss

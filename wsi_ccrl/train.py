@@ -40,8 +40,8 @@ METRICS = "metrics.csv"
 CONFIG = "config.yaml"
 CHECKPOINT_FORMAT = "wsi-ccrl-checkpoint"
 # settings that may change when a run is resumed: they do not change what one step computes
+# (not ``epochs``: the lr schedule is spread over them; ``max_steps`` stops a run early instead)
 RESUME_MAY_CHANGE = (
-    "epochs",
     "max_steps",
     "device",
     "gpus",
@@ -164,7 +164,7 @@ def _train(
         ids = [device.index] if device.type == "cuda" else None
         runner = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     elif place.gpu_ids:
-        model.data_parallel(place.gpu_ids)
+        runner = distributed.DataParallelCCRL(model, place.gpu_ids)
         log.info("DataParallel over GPUs %s", place.gpu_ids)
 
     eval_set = load_eval_set(opened, cfg.eval_max_cells, cfg.seed) if env.is_main else None
@@ -284,7 +284,8 @@ def train_step(
     """One optimiser step on a batch: views on the device, CCRL loss, backward, Adam.
 
     Args:
-        runner: the ``CCRL`` module or its DDP wrapper; called as ``runner(im_q, im_k)``.
+        runner: the ``CCRL`` module or its DDP / DataParallel wrapper; ``runner(im_q, im_k)``
+            returns the loss.
         crops: (B, S, S, 3) uint8.
         seed: seeds the augmentations and the key-batch shuffle of this step.
         amp: bf16 autocast (CUDA).
@@ -301,7 +302,7 @@ def train_step(
         im_q = im_q.contiguous(memory_format=torch.channels_last)
         im_k = im_k.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, _ = runner(im_q, im_k)
+        loss = runner(im_q, im_k)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -459,9 +460,10 @@ def load_checkpoint(
     old, new = payload["config"], to_dict(cfg)
     for key in new:
         if key not in RESUME_MAY_CHANGE and old.get(key) != new[key]:
+            why = " (the lr schedule spans the epochs)" if key == "epochs" else ""
             raise ConfigError(
                 f"{path.parent}: train.{key} was {old.get(key)!r} in the checkpoint, now "
-                f"{new[key]!r}; use the same config or --no-resume to start over"
+                f"{new[key]!r}{why}; use the same config or --no-resume to start over"
             )
     if payload["data"] != fingerprint:
         raise WsiCcrlError(

@@ -60,8 +60,16 @@ def test_manual_features(cells):
 
 
 def test_raw_pixels(cells):
+    """The projections on the top principal axes of the crops scaled to [0, 1], as NumPy's SVD
+    gives them (each axis up to its sign)."""
     f = baselines.RawPixels(components=10).fit(cells).transform(cells)
     assert f.shape == (len(cells), 10) and np.isfinite(f).all()
+    x = cells.crops.reshape(len(cells), -1).astype(np.float64) / 255
+    x -= x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    want = x @ vt[:10].T
+    signs = np.sign((f * want).sum(axis=0))
+    assert np.allclose(f * signs, want, atol=2e-3 * np.abs(want).max())
 
 
 def test_imagenet_needs_local_weights(cells, tmp_path, monkeypatch):
@@ -80,6 +88,17 @@ def test_imagenet_needs_local_weights(cells, tmp_path, monkeypatch):
     assert baselines.imagenet_missing_message() is None
     f = baselines.ImageNet(size=32, batch_size=64).fit(cells).transform(cells)
     assert f.shape == (len(cells), 512) and np.isfinite(f).all()
+    # by hand: ImageNet's mean / std on [0, 1] RGB, bilinear resize, the pooled 512-d features
+    net = resnet18()
+    net.load_state_dict(torch.load(path, weights_only=True))
+    net.fc = torch.nn.Identity()
+    x = torch.from_numpy(cells.crops[:3]).permute(0, 3, 1, 2).float() / 255
+    x = torch.nn.functional.interpolate(x, size=32, mode="bilinear", align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = net.eval()((x - mean) / std).numpy()
+    assert np.allclose(f[:3], want, atol=1e-5) and (f >= 0).all()  # after ReLU and pooling
 
 
 def test_unknown_baseline():

@@ -56,6 +56,37 @@ def test_cluster_scores_on_separable_features():
         assert summary[protocol]["ari"]["n"] == 2
 
 
+def test_cluster_scores_and_summary_on_a_known_case():
+    """Two tight groups K-means cannot miss, classes mixed in them: the scores of that grouping.
+
+    classes [0 0 0 1 1 1], groups [0 0 1 1 1 1]: purity (2 + 3) / 6; ARI by hand from the
+    contingency table: pairs 1 + 3 = 4, expected 6 * 7 / 15 = 2.8, max (6 + 7) / 2, so 12 / 37.
+    """
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    x = np.array([0.0, 0.1, 10.0, 10.1, 10.2, 10.3])[:, None]
+    runs = benchmark.cluster_scores(x, x, y, 2, (0, 1, 2), n_init=1)
+    ami = adjusted_mutual_info_score(y, [0, 0, 1, 1, 1, 1], average_method="arithmetic")
+    for protocol in benchmark.PROTOCOLS:
+        assert len(runs[protocol]) == 3
+        for run in runs[protocol]:
+            assert run["purity"] == pytest.approx(5 / 6)
+            assert run["ari"] == pytest.approx(12 / 37)
+            assert run["ami"] == pytest.approx(ami) and 0.35 < ami < 0.36
+    summary = benchmark.summarize(
+        {
+            "standalone": [
+                {"ami": 0.2, "ari": 0.4, "purity": 0.5},
+                {"ami": 0.4, "ari": 0.0, "purity": 1.0},
+            ]
+        }
+    )["standalone"]
+    assert summary["ami"] == {"mean": pytest.approx(0.3), "std": pytest.approx(0.1), "n": 2}
+    assert summary["ari"] == {"mean": pytest.approx(0.2), "std": pytest.approx(0.2), "n": 2}
+    assert summary["purity"] == {"mean": pytest.approx(0.75), "std": pytest.approx(0.25), "n": 2}
+
+
 def test_config_profiles_and_validation():
     quick = benchmark.load_benchmark_config(CONFIGS / "benchmark-consep-quick.yaml")
     paper = benchmark.load_benchmark_config(CONFIGS / "benchmark-consep.yaml")

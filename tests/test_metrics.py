@@ -23,6 +23,14 @@ def test_one_cluster_has_majority_purity_and_zero_scores():
     assert m["purity"] == 0.75 and m["ari"] == pytest.approx(0.0) and m["ami"] == pytest.approx(0.0)
 
 
+def test_hand_computed_ari_and_purity():
+    # contingency [[2, 1], [0, 3]]: same-cluster pairs 1 + 3 = 4; class pairs 3 + 3 = 6, cluster
+    # pairs 1 + 6 = 7, of 15: expected 6 * 7 / 15 = 2.8, max (6 + 7) / 2 = 6.5 -> 1.2 / 3.7
+    m = cluster_metrics(np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 1, 1, 1, 1]))
+    assert m["ari"] == pytest.approx(12 / 37) and m["purity"] == pytest.approx(5 / 6)
+    assert 0 < m["ami"] < 1
+
+
 def test_mismatched_lengths():
     with pytest.raises(ValueError):
         purity([0, 1], [0])

@@ -83,3 +83,18 @@ def test_edge_contours_of_simple_shapes():
     assert len(rings[0]) == len(rings[1]) == len(rings[2]) == 4 and len(rings[3]) == 0
     with pytest.raises(ValueError, match="chain"):
         edge_contours(np.array([0, 3]), np.array([[0, 0], [5, 2], [0, 4]], np.float32))
+
+
+def test_polygon_edges_area_and_centroid_by_hand():
+    """A 2x2 square (anticlockwise), an empty polygon, a clockwise right triangle."""
+    from wsi_ccrl.contours import polygon_area_centroid, polygon_edges
+
+    offsets = np.array([0, 4, 4, 7])
+    xy = np.array([[0, 0], [2, 0], [2, 2], [0, 2], [0, 0], [0, 3], [3, 0]], np.float32)
+    owner, start, end = polygon_edges(offsets, xy)
+    assert owner.tolist() == [0, 0, 0, 0, 2, 2, 2]
+    assert end.tolist() == [[2, 0], [2, 2], [0, 2], [0, 0], [0, 3], [3, 0], [0, 0]]
+    assert np.array_equal(start, xy)
+    area, centroid = polygon_area_centroid(offsets, xy)
+    assert area.tolist() == [4.0, 0.0, 4.5]
+    assert np.allclose(centroid, [[1, 1], [0, 0], [1, 1]])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_ccrl.contours import polygon_edges, polygon_moments
 from wsi_ccrl.datasets.common import CellSet
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger
@@ -28,46 +29,6 @@ BASELINES = ("morphological", "manual", "raw_pixels", "imagenet", "dcae", "infog
 
 
 # --------------------------------------------------------------------------- morphological
-def polygon_moments(offsets: np.ndarray, xy: np.ndarray) -> dict[str, np.ndarray]:
-    """Raw moments m00..m03 of every CSR polygon (as ``cv2.moments`` of a contour), vectorised.
-
-    Args:
-        offsets: (n+1,) int64 into ``xy``; xy: (m, 2) vertices, not closed.
-
-    Returns:
-        ``{"m00": (n,), "m10": ..., "m03": ...}`` float64, orientation-independent (area > 0).
-    """
-    offsets = np.asarray(offsets, np.int64)
-    xy = np.asarray(xy, np.float64).reshape(-1, 2)
-    n = offsets.size - 1
-    lengths = np.diff(offsets)
-    owner = np.repeat(np.arange(n), lengths)
-    nxt = np.arange(xy.shape[0]) + 1
-    ok = lengths > 0
-    nxt[offsets[1:][ok] - 1] = offsets[:-1][ok]
-    x0, y0 = xy[:, 0], xy[:, 1]
-    x1, y1 = xy[nxt, 0], xy[nxt, 1]
-    a = x0 * y1 - x1 * y0
-
-    def total(v: np.ndarray) -> np.ndarray:
-        return np.bincount(owner, a * v, minlength=n)
-
-    m = {
-        "m00": total(np.ones_like(a)) / 2,
-        "m10": total(x0 + x1) / 6,
-        "m01": total(y0 + y1) / 6,
-        "m20": total(x0 * x0 + x0 * x1 + x1 * x1) / 12,
-        "m02": total(y0 * y0 + y0 * y1 + y1 * y1) / 12,
-        "m11": total(x0 * y1 + 2 * x0 * y0 + 2 * x1 * y1 + x1 * y0) / 24,
-        "m30": total(x0**3 + x0**2 * x1 + x0 * x1**2 + x1**3) / 20,
-        "m03": total(y0**3 + y0**2 * y1 + y0 * y1**2 + y1**3) / 20,
-        "m21": total(x0**2 * (3 * y0 + y1) + 2 * x0 * x1 * (y0 + y1) + x1**2 * (y0 + 3 * y1)) / 60,
-        "m12": total(y0**2 * (3 * x0 + x1) + 2 * y0 * y1 * (x0 + x1) + y1**2 * (x0 + 3 * x1)) / 60,
-    }
-    sign = np.where(m["m00"] < 0, -1.0, 1.0)  # clockwise polygons give negative moments
-    return {k: v * sign for k, v in m.items()}
-
-
 def hu_moments(m: dict[str, np.ndarray]) -> np.ndarray:
     """Hu's 7 invariants (n, 7) from raw moments (as ``cv2.HuMoments``)."""
     m00 = np.maximum(m["m00"], 1e-9)
@@ -127,15 +88,11 @@ def morphological_features(cells: CellSet) -> np.ndarray:
     """(n, 29) shape features of each nucleus polygon (see ``MORPH_FEATURES``)."""
     offsets, xy = cells.contour_offsets, cells.contour_xy.astype(np.float64)
     n = offsets.size - 1
-    lengths = np.diff(offsets)
-    owner = np.repeat(np.arange(n), lengths)
+    owner, start, end = polygon_edges(offsets, xy)
     m = polygon_moments(offsets, xy)
     area = np.maximum(np.abs(m["m00"]), 1.0)
     cx, cy = m["m10"] / area, m["m01"] / area
-    nxt = np.arange(xy.shape[0]) + 1
-    ok = lengths > 0
-    nxt[offsets[1:][ok] - 1] = offsets[:-1][ok]
-    edge = np.linalg.norm(xy[nxt] - xy, axis=1)
+    edge = np.linalg.norm(end - start, axis=1)
     perimeter = np.maximum(np.bincount(owner, edge, minlength=n), 1.0)
     # ellipse of the same second moments
     mu20 = m["m20"] / area - cx**2

@@ -149,3 +149,90 @@ def drop_redundant(xy: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarra
     straight = (a[:, 0] * b[:, 1] == a[:, 1] * b[:, 0]) & ((a * b).sum(axis=1) > 0)
     xy, owner = xy[~straight], owner[~straight]
     return np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n))]).astype(np.int64), xy
+
+
+# --------------------------------------------------------------------------- polygon maths
+# The one place for shoelace sums over CSR polygons: the benchmark's shape features
+# (``baselines``) and the datasets' ground-truth areas and centroids use these.
+def polygon_edges(offsets: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every edge of every CSR polygon, the last vertex of each joined back to its first.
+
+    Args:
+        offsets: (n+1,) int into ``xy``; xy: (m, 2) vertices, not closed.
+
+    Returns:
+        owner (m,) polygon index of each edge; start (m, 2) and end (m, 2) float64 vertices.
+    """
+    offsets = np.asarray(offsets, np.int64)
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    lengths = np.diff(offsets)
+    owner = np.repeat(np.arange(offsets.size - 1), lengths)
+    nxt = np.arange(xy.shape[0]) + 1
+    ok = lengths > 0
+    nxt[offsets[1:][ok] - 1] = offsets[:-1][ok]
+    return owner, xy, xy[nxt]
+
+
+def polygon_moments(offsets: np.ndarray, xy: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw moments m00..m03 of every CSR polygon (as ``cv2.moments`` of a contour), vectorised.
+
+    Args:
+        offsets: (n+1,) int64 into ``xy``; xy: (m, 2) vertices, not closed.
+
+    Returns:
+        ``{"m00": (n,), "m10": ..., "m03": ...}`` float64, orientation-independent (area > 0).
+    """
+    owner, start, end = polygon_edges(offsets, xy)
+    n = len(offsets) - 1
+    x0, y0 = start[:, 0], start[:, 1]
+    x1, y1 = end[:, 0], end[:, 1]
+    a = x0 * y1 - x1 * y0
+
+    def total(v: np.ndarray) -> np.ndarray:
+        return np.bincount(owner, a * v, minlength=n)
+
+    m = {
+        "m00": total(np.ones_like(a)) / 2,
+        "m10": total(x0 + x1) / 6,
+        "m01": total(y0 + y1) / 6,
+        "m20": total(x0 * x0 + x0 * x1 + x1 * x1) / 12,
+        "m02": total(y0 * y0 + y0 * y1 + y1 * y1) / 12,
+        "m11": total(x0 * y1 + 2 * x0 * y0 + 2 * x1 * y1 + x1 * y0) / 24,
+        "m30": total(x0**3 + x0**2 * x1 + x0 * x1**2 + x1**3) / 20,
+        "m03": total(y0**3 + y0**2 * y1 + y0 * y1**2 + y1**3) / 20,
+        "m21": total(x0**2 * (3 * y0 + y1) + 2 * x0 * x1 * (y0 + y1) + x1**2 * (y0 + 3 * y1)) / 60,
+        "m12": total(y0**2 * (3 * x0 + x1) + 2 * y0 * y1 * (x0 + x1) + y1**2 * (x0 + 3 * x1)) / 60,
+    }
+    sign = np.where(m["m00"] < 0, -1.0, 1.0)  # clockwise polygons give negative moments
+    return {k: v * sign for k, v in m.items()}
+
+
+def polygon_area_centroid(offsets: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shoelace area and centroid of every CSR polygon at once.
+
+    Args:
+        offsets: (n+1,) int64 into ``xy``; xy: (m, 2) vertices (not closed).
+
+    Returns:
+        area (n,) float64 (absolute), centroid (n, 2) float64 (the vertex mean where area is 0).
+    """
+    n = len(offsets) - 1
+    lengths = np.diff(np.asarray(offsets, np.int64))
+    if n == 0 or len(xy) == 0:
+        return np.zeros(n), np.zeros((n, 2))
+    owner, start, end = polygon_edges(offsets, xy)
+    x0, y0 = start[:, 0], start[:, 1]
+    x1, y1 = end[:, 0], end[:, 1]
+    cross = x0 * y1 - x1 * y0
+    a2 = np.bincount(owner, cross, minlength=n)  # twice the signed area
+    cx = np.bincount(owner, (x0 + x1) * cross, minlength=n)
+    cy = np.bincount(owner, (y0 + y1) * cross, minlength=n)
+    mean = (
+        np.stack([np.bincount(owner, x0, minlength=n), np.bincount(owner, y0, minlength=n)], 1)
+        / np.maximum(lengths, 1)[:, None]
+    )
+    safe = np.abs(a2) > 1e-9
+    centroid = mean.copy()
+    centroid[safe, 0] = cx[safe] / (3.0 * a2[safe])
+    centroid[safe, 1] = cy[safe] / (3.0 * a2[safe])
+    return np.abs(a2) / 2.0, centroid

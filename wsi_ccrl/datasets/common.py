@@ -196,43 +196,6 @@ def store_matches(
     )
 
 
-def polygon_area_centroid(offsets: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Shoelace area and centroid of every CSR polygon at once.
-
-    Args:
-        offsets: (n+1,) int64 into ``xy``; xy: (m, 2) vertices (not closed).
-
-    Returns:
-        area (n,) float64 (absolute), centroid (n, 2) float64 (the vertex mean where area is 0).
-    """
-    offsets = np.asarray(offsets, np.int64)
-    xy = np.asarray(xy, np.float64).reshape(-1, 2)
-    n = offsets.size - 1
-    lengths = np.diff(offsets)
-    if n == 0 or xy.shape[0] == 0:
-        return np.zeros(n), np.zeros((n, 2))
-    # next vertex of each point, wrapping within its own polygon
-    owner = np.repeat(np.arange(n), lengths)
-    nxt = np.arange(xy.shape[0]) + 1
-    last = offsets[1:][lengths > 0] - 1
-    nxt[last] = offsets[:-1][lengths > 0]
-    x0, y0 = xy[:, 0], xy[:, 1]
-    x1, y1 = xy[nxt, 0], xy[nxt, 1]
-    cross = x0 * y1 - x1 * y0
-    a2 = np.bincount(owner, cross, minlength=n)  # twice the signed area
-    cx = np.bincount(owner, (x0 + x1) * cross, minlength=n)
-    cy = np.bincount(owner, (y0 + y1) * cross, minlength=n)
-    mean = (
-        np.stack([np.bincount(owner, x0, minlength=n), np.bincount(owner, y0, minlength=n)], 1)
-        / np.maximum(lengths, 1)[:, None]
-    )
-    safe = np.abs(a2) > 1e-9
-    centroid = mean.copy()
-    centroid[safe, 0] = cx[safe] / (3.0 * a2[safe])
-    centroid[safe, 1] = cy[safe] / (3.0 * a2[safe])
-    return np.abs(a2) / 2.0, centroid
-
-
 @dataclass
 class CellSet:
     """The per-cell arrays the benchmark models read, loaded from a store (optionally a subset)."""

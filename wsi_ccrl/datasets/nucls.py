@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_ccrl.datasets.common import GroundTruthTile, Nuclei, polygon_area_centroid
+from wsi_ccrl.contours import polygon_area_centroid
+from wsi_ccrl.datasets.common import GroundTruthTile, Nuclei
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger
 

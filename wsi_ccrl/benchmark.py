@@ -204,7 +204,7 @@ def cluster_scores(
     test_y: np.ndarray,
     k: int,
     seeds: tuple[int, ...],
-    n_init: int = 10,
+    n_init: int,
 ) -> dict[str, list[dict[str, float]]]:
     """AMI/ARI/Purity per K-means seed, for both protocols.
 

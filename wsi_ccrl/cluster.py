@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_ccrl.config import LabelConfig
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.features import FeatureSpace
 from wsi_ccrl.log import get_logger
@@ -43,7 +44,10 @@ class KMeansModel:
         minibatch_above: samples larger than this are fitted with ``MiniBatchKMeans``.
         n_init: initialisations for the full ``KMeans`` (best inertia is kept).
         features: how embeddings become K-means features (``wsi_ccrl.features``); the fitted map
-            is part of the model, applied in ``predict`` and saved with the centroids.
+            is part of the model, applied in ``predict`` and saved with the centroids. ``raw``
+            (none) unless asked: ``label`` passes its config's ``features``.
+
+    Other defaults are ``LabelConfig``'s, the one place they are set.
 
     Learned attributes: ``cluster_centers_`` (k, D) float32, ``n_features_in_``, ``inertia_``,
     ``n_fit_`` (rows fitted on), ``backend_``; ``info_`` holds provenance saved with the model.
@@ -52,10 +56,10 @@ class KMeansModel:
     def __init__(
         self,
         k: int,
-        seed: int = 0,
-        backend: str = "auto",
-        minibatch_above: int = 50_000,
-        n_init: int = 3,
+        seed: int = LabelConfig.seed,
+        backend: str = LabelConfig.kmeans_backend,
+        minibatch_above: int = LabelConfig.kmeans_minibatch_above,
+        n_init: int = LabelConfig.kmeans_n_init,
         features: str = "raw",
     ):
         if k < 1:

@@ -210,6 +210,8 @@ class LabelConfig:
     overview_max_side: int = 2048
     gallery_tile: int = 64  # side of each crop in the gallery picture, pixels
     kmeans_backend: str = "auto"  # auto (faiss when installed, else sklearn) | sklearn | faiss
+    kmeans_n_init: int = 3  # initialisations of the full K-means (the best inertia is kept)
+    kmeans_minibatch_above: int = 50_000  # larger fit samples use MiniBatchKMeans
     features: str = "l2"  # embeddings -> K-means features: raw | l2 | whiten (wsi_ccrl.features)
     reuse_embeddings: bool = True  # skip embedding a store already embedded by the same model
 
@@ -231,6 +233,8 @@ class LabelConfig:
             ),
             (2 <= self.k <= 32767, f"k must be in 2..32767, got {self.k}"),
             (self.fit_sample >= 1, f"fit_sample must be positive, got {self.fit_sample}"),
+            (self.kmeans_n_init >= 1, f"kmeans_n_init must be positive, got {self.kmeans_n_init}"),
+            (self.kmeans_minibatch_above >= 1, "kmeans_minibatch_above must be positive"),
             (self.batch_size >= 1, f"batch_size must be positive, got {self.batch_size}"),
             (self.gallery_per_cluster >= 1, "gallery_per_cluster must be positive"),
             (self.overview_max_side >= 16, "overview_max_side must be at least 16"),

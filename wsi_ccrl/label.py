@@ -247,7 +247,14 @@ def _kmeans_for(
                 f"k={cfg.k} clusters but only {n_fit} cells to fit on "
                 f"({total} cells, fit_sample={cfg.fit_sample}); lower --k"
             )
-        return KMeansModel(cfg.k, cfg.seed, cfg.kmeans_backend, features=cfg.features)
+        return KMeansModel(
+            cfg.k,
+            cfg.seed,
+            cfg.kmeans_backend,
+            minibatch_above=cfg.kmeans_minibatch_above,
+            n_init=cfg.kmeans_n_init,
+            features=cfg.features,
+        )
     km = KMeansModel.load(kmeans_path)
     if km.n_features_in_ != dim:
         raise WsiCcrlError(

@@ -17,12 +17,15 @@ from torch import nn
 
 from wsi_ccrl import distributed
 from wsi_ccrl.backbone import PreActResNet18
+from wsi_ccrl.config import TrainConfig
 from wsi_ccrl.heads import mlp_head
 from wsi_ccrl.losses import info_nce
 
 
 class CCRL(nn.Module):
     """Contrastive cell representation learning (Nakhli et al.).
+
+    Defaults are ``TrainConfig``'s (the paper's), the one place they are set.
 
     Args:
         stem: backbone stem, ``small`` (32 px crops) or ``imagenet``.
@@ -37,15 +40,15 @@ class CCRL(nn.Module):
 
     def __init__(
         self,
-        stem: str = "small",
-        proj_hidden: int = 128,
-        proj_dim: int = 64,
-        pred_hidden: int = 32,
-        use_predictor: bool = True,
-        queue_size: int = 4096,
-        temperature: float = 0.07,
-        momentum: float = 0.999,
-        shuffle_bn: bool = True,
+        stem: str = TrainConfig.stem,
+        proj_hidden: int = TrainConfig.proj_hidden,
+        proj_dim: int = TrainConfig.proj_dim,
+        pred_hidden: int = TrainConfig.pred_hidden,
+        use_predictor: bool = TrainConfig.use_predictor,
+        queue_size: int = TrainConfig.queue_size,
+        temperature: float = TrainConfig.temperature,
+        momentum: float = TrainConfig.momentum,
+        shuffle_bn: bool = TrainConfig.shuffle_bn,
     ):
         super().__init__()
         self.temperature = temperature

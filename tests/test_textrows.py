@@ -61,3 +61,27 @@ def test_records_are_their_fields_in_order():
             assert "v" not in record
     with pytest.raises(ValueError, match="longer than"):
         Rows(1).items(np.ones(1, np.int64), ["x" * (WIDTH + 1)])
+
+
+def test_point_rows_match_json_positions():
+    from wsi_ccrl.textrows import point_rows
+
+    rng = np.random.default_rng(2)
+    x = np.round(rng.uniform(-1e6, 1e6, 300), 2)
+    y = np.round(rng.uniform(0, 1e5, 300) * 2) / 2
+    x[:3] = [0, -0.5, 120]
+    opens, closes = rng.integers(0, 4, 300), rng.integers(0, 4, 300)
+    comma = rng.integers(0, 2, 300)
+    data, lengths = point_rows(x, y, opens, closes, comma)
+    ends = np.cumsum(lengths)
+    text = [data[e - k : e].tobytes().decode() for e, k in zip(ends, lengths, strict=True)]
+    assert len(text) == 300 and ends[-1] == data.size
+    for i, t in enumerate(text):
+        inner = t[opens[i] : len(t) - closes[i] - comma[i]]
+        assert t.startswith("[" * opens[i] + "[") and t.endswith("]" * closes[i] + "," * comma[i])
+        assert json.loads(inner) == [x[i], y[i]]
+        assert not any(v.endswith("0") and "." in v for v in inner[1:-1].split(","))
+    for i, head in enumerate(["[0,", "[-0.5,", "[120,"]):
+        assert text[i][opens[i] :].startswith(head)
+    with pytest.raises(ValueError, match="too large"):
+        point_rows(np.array([1e10]), np.array([0.0]), *np.zeros((3, 1), int))

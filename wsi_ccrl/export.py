@@ -40,7 +40,7 @@ from wsi_ccrl.log import get_logger
 from wsi_ccrl.overlay import DEFAULT_SIMPLIFY, CellShapes, cell_shapes
 from wsi_ccrl.palette import ClusterStyles
 from wsi_ccrl.runtime import atomic_write
-from wsi_ccrl.textrows import Rows
+from wsi_ccrl.textrows import Rows, point_rows
 
 log = get_logger(__name__)
 
@@ -201,11 +201,7 @@ class GeoJsonFormat:
             multi.astype(np.int64),
         )  # fmt: skip
         opens, closes, sep, per_cell = _bracket_counts(s, multi)
-        rows.items(
-            per_cell,
-            [(_BRACKETS[0], opens), "[", (s.xy[:, 0], 2), ",", (s.xy[:, 1], 2), "]",
-             (_BRACKETS[1], closes), (["", ","], sep)],
-        )  # fmt: skip
+        rows.packed(per_cell, *point_rows(s.xy[:, 0], s.xy[:, 1], opens, closes, sep))
         rows.literal('},"properties":{"objectType":"detection"')
         if self.types:
             rows.pick(self.type_table, _table_index(self.type_codes, c.seg_type))
@@ -225,9 +221,6 @@ def _table_index(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
     pos = np.searchsorted(codes, values)
     known = (pos < codes.size) & (codes[np.minimum(pos, codes.size - 1)] == values)
     return np.where(known, pos, codes.size)
-
-
-_BRACKETS = (["", "[", "[[", "[[["], ["", "]", "]]", "]]]"])
 
 
 def _bracket_counts(s: CellShapes, multi: np.ndarray):

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import shapely
 
 from wsi_ccrl.contours import edge_contours, gather_polygons, ring_neighbours
+from wsi_ccrl.overlay_kernels import cut_rings, simplest_rings
 
 GRID = 0.01  # QuPath's precision: coordinates are multiples of 0.01 px
 DEFAULT_SIMPLIFY = 0.5  # Douglas-Peucker tolerance, outline pixels (benchmarks/overlay_geometry.py)
@@ -85,63 +85,106 @@ def cell_shapes(
     bbox = np.asarray(bbox, np.float64).reshape(-1, 4)
     if legacy_shift:
         offsets, xy = _from_pixel_centres(offsets, xy, legacy_shift)
-    n = offsets.size - 1
-    geoms = np.full(n, None, dtype=object)
-    ok = np.diff(offsets) >= 3  # a ring with no area is found invalid below
-    if not ok.all():
-        offsets, xy = gather_polygons(offsets, xy, np.flatnonzero(ok))
     xy = np.round(xy, 2)  # QuPath's grid: validity and area are those of what is written
-    exact_area = np.abs(ring_areas(offsets, xy))
-    if simplify > 0 and offsets.size > 1:
-        chosen, valid = _simplest(offsets, xy, exact_area, simplify, pitch)
-    else:
-        chosen = _polygons(offsets, xy)
-        valid = shapely.is_valid(chosen)
-    bad = ~valid
-    if bad.any():  # corner-joined pixels, self-touching outlines: every part kept
-        fixed = shapely.make_valid(chosen[bad], method="structure", keep_collapsed=False)
-        chosen[bad] = _polygonal(shapely.set_precision(fixed, GRID))
-    geoms[ok] = chosen
-    repaired = np.zeros(n, bool)
-    repaired[np.flatnonzero(ok)[bad]] = True
-    has_area = ok.copy()
-    has_area[ok] = shapely.area(chosen) > 0
-    if not has_area.all():  # nothing with an area: the cell's box (at least 1 px)
-        geoms[~has_area] = _boxes(bbox[~has_area])
-    coords, (ring_offsets, polygon_offsets, cell_offsets) = _ragged(geoms)
-    area = shapely.area(geoms)
-    return CellShapes(
-        xy=coords,
-        ring_offsets=ring_offsets.astype(np.int64),
-        polygon_offsets=polygon_offsets.astype(np.int64),
-        cell_offsets=cell_offsets.astype(np.int64),
-        area=area,
-        centroid=shapely.get_coordinates(shapely.centroid(geoms)),
-        repaired=int((~has_area | repaired).sum()),
+    ring_offsets, rx, ry, valid, area, centroid = simplest_rings(
+        offsets,
+        np.ascontiguousarray(xy[:, 0]),
+        np.ascontiguousarray(xy[:, 1]),
+        float(simplify),
+        float(pitch),
+        MAX_AREA_CHANGE,
     )
+    special = np.flatnonzero(~valid | (area <= 0))  # repaired with GEOS: few cells
+    fixed = _repaired(ring_offsets, rx, ry, bbox, special)
+    shapes = _assemble(ring_offsets, rx, ry, area, centroid, special, fixed)
+    shapes.repaired = int(special.size)
+    return shapes
 
 
-def _simplest(
-    offsets: np.ndarray, xy: np.ndarray, exact_area: np.ndarray, simplify: float, pitch: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell, the simplest of (corner-cut + Douglas-Peucker, corner-cut, exact) that is
-    valid and keeps the area within ``MAX_AREA_CHANGE``; and whether it is valid (only an exact
-    outline can be invalid)."""
-    cut_offsets, cut_xy = cut_corners(offsets, xy, pitch)
-    cut = _polygons(cut_offsets, np.round(cut_xy, 2))
-    out = shapely.simplify(cut, simplify * pitch, preserve_topology=False)
-    limit = MAX_AREA_CHANGE * exact_area
-    valid = shapely.is_valid(out)
-    coarse = ~valid | (np.abs(shapely.area(out) - exact_area) > limit)
-    if coarse.any():
-        idx = np.flatnonzero(coarse)
-        out[idx] = cut[idx]
-        valid[idx] = shapely.is_valid(cut[idx])
-        far = idx[~valid[idx] | (np.abs(shapely.area(cut[idx]) - exact_area[idx]) > limit[idx])]
-        if far.size:
-            out[far] = _polygons(*gather_polygons(offsets, xy, far))
-            valid[far] = shapely.is_valid(out[far])
-    return out, valid
+def _repaired(
+    offsets: np.ndarray, x: np.ndarray, y: np.ndarray, bbox: np.ndarray, cells: np.ndarray
+) -> np.ndarray:
+    """Valid (multi)polygons for the cells whose outline is invalid: every part kept (GEOS
+    ``make_valid``, snapped to the grid); the cell's box where nothing with an area remains."""
+    if not cells.size:
+        return np.empty(0, dtype=object)
+    lengths = np.diff(offsets)[cells]
+    geoms = np.full(cells.size, None, dtype=object)
+    ring = lengths >= 3
+    if ring.any():
+        sub_off, sub_xy = gather_polygons(offsets, np.stack([x, y], axis=1), cells[ring])
+        fixed = shapely.make_valid(
+            _polygons(sub_off, sub_xy), method="structure", keep_collapsed=False
+        )
+        geoms[ring] = _polygonal(shapely.set_precision(fixed, GRID))
+    empty = np.array([g is None or g.is_empty or g.area <= 0 for g in geoms], bool)
+    if empty.any():  # nothing with an area: the cell's box (at least 1 px)
+        geoms[empty] = _boxes(bbox[cells[empty]])
+    return geoms
+
+
+def _assemble(
+    offsets: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    area: np.ndarray,
+    centroid: np.ndarray,
+    special: np.ndarray,
+    fixed: np.ndarray,
+) -> CellShapes:
+    """CellShapes from one ring per cell (closed here), the ``special`` cells replaced by the
+    ``fixed`` geometries."""
+    n = offsets.size - 1
+    lengths = np.diff(offsets)
+    closed = lengths + 1
+    ends = np.cumsum(closed)
+    idx = np.repeat(offsets[:-1] - (ends - closed), closed) + np.arange(int(ends[-1]) if n else 0)
+    idx[ends - 1] = offsets[:-1]
+    points = np.stack([x[idx], y[idx]], axis=1)
+    if not special.size:
+        return CellShapes(
+            xy=points,
+            ring_offsets=np.concatenate([[0], ends]).astype(np.int64),
+            polygon_offsets=np.arange(n + 1, dtype=np.int64),
+            cell_offsets=np.arange(n + 1, dtype=np.int64),
+            area=area,
+            centroid=centroid,
+            repaired=0,
+        )
+    area, centroid = area.copy(), centroid.copy()
+    area[special] = shapely.area(fixed)
+    centroid[special] = shapely.get_coordinates(shapely.centroid(fixed))
+    point_start = np.concatenate([[0], ends])
+    blocks_xy, ring_len, poly_rings, cell_polys = [], [], [], []
+    prev = 0
+    for cell, geom in zip(special.tolist(), fixed, strict=True):  # runs of regular cells between
+        blocks_xy.append(points[point_start[prev] : point_start[cell]])
+        ring_len.append(closed[prev:cell])
+        poly_rings.append(np.ones(cell - prev, np.int64))
+        cell_polys.append(np.ones(cell - prev, np.int64))
+        coords, (r_off, p_off, c_off) = _ragged(np.array([geom], dtype=object))
+        blocks_xy.append(coords)
+        ring_len.append(np.diff(r_off))
+        poly_rings.append(np.diff(p_off))
+        cell_polys.append(np.diff(c_off))
+        prev = cell + 1
+    blocks_xy.append(points[point_start[prev] :])
+    ring_len.append(closed[prev:])
+    poly_rings.append(np.ones(n - prev, np.int64))
+    cell_polys.append(np.ones(n - prev, np.int64))
+
+    def csr(parts):
+        return np.concatenate([[0], np.cumsum(np.concatenate(parts))]).astype(np.int64)
+
+    return CellShapes(
+        xy=np.concatenate(blocks_xy),
+        ring_offsets=csr(ring_len),
+        polygon_offsets=csr(poly_rings),
+        cell_offsets=csr(cell_polys),
+        area=area,
+        centroid=centroid,
+        repaired=0,
+    )
 
 
 def _polygonal(geoms: np.ndarray) -> np.ndarray:
@@ -197,59 +240,8 @@ def cut_corners(
     """
     x = np.ascontiguousarray(xy[:, 0], np.float64)
     y = np.ascontiguousarray(xy[:, 1], np.float64)
-    new_offsets, ox, oy = _cut_corners(np.asarray(offsets, np.int64), x, y, float(pitch))
+    new_offsets, ox, oy = cut_rings(np.asarray(offsets, np.int64), x, y, float(pitch))
     return new_offsets, np.stack([ox, oy], axis=1)
-
-
-@numba.njit(cache=True, nogil=True)
-def _cut_corners(offsets, x, y, pitch):  # pragma: no cover - compiled; tested via cut_corners
-    """One pass per ring (a compiled loop: NumPy needed ~10 temporaries per point)."""
-    n = offsets.size - 1
-    ox = np.empty(2 * x.size)
-    oy = np.empty(2 * x.size)
-    keep = np.empty(2 * x.size, np.bool_)
-    out = np.zeros(n + 1, np.int64)
-    k = 0
-    tol = 0.05 * pitch * pitch  # |cross| below this: a straight run (float32-stored input)
-    for r in range(n):
-        a, b = offsets[r], offsets[r + 1]
-        pixel_ring = True
-        for i in range(a, b):
-            j = i + 1 if i + 1 < b else a
-            dx, dy = x[j] - x[i], y[j] - y[i]
-            span = (abs(dx) + abs(dy)) / pitch
-            if not ((dx == 0 or dy == 0) and abs(span - np.rint(span)) < 0.05 and span > 0.5):
-                pixel_ring = False
-                break
-        start = k
-        for i in range(a, b):
-            if not pixel_ring:
-                ox[k], oy[k] = x[i], y[i]
-                k += 1
-                continue
-            j = i + 1 if i + 1 < b else a
-            dx, dy = x[j] - x[i], y[j] - y[i]
-            span = (abs(dx) + abs(dy)) / pitch
-            hx, hy = 0.5 * dx / span, 0.5 * dy / span
-            ox[k], oy[k] = x[i] + hx, y[i] + hy
-            k += 1
-            if np.rint(span) >= 2:
-                ox[k], oy[k] = x[j] - hx, y[j] - hy
-                k += 1
-        for i in range(start, k):  # straight-run points, against the ring as built
-            p = i - 1 if i > start else k - 1
-            q = i + 1 if i + 1 < k else start
-            ax, ay = ox[i] - ox[p], oy[i] - oy[p]
-            bx, by = ox[q] - ox[i], oy[q] - oy[i]
-            keep[i] = abs(ax * by - ay * bx) > tol or ax * bx + ay * by <= 0
-        w = start
-        for i in range(start, k):
-            if keep[i]:
-                ox[w], oy[w] = ox[i], oy[i]
-                w += 1
-        k = w
-        out[r + 1] = k
-    return out, ox[:k].copy(), oy[:k].copy()
 
 
 def _from_pixel_centres(

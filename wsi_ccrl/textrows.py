@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
 WIDTH = 48  # bytes per row; longer literals span several rows
@@ -30,7 +31,8 @@ class Rows:
 
     def __init__(self, n: int):
         self.n = int(n)
-        self._fields: list[tuple[np.ndarray, np.ndarray]] = []  # rows per record, rows (k, w)
+        # per field: rows per record (n,), the rows' bytes packed end to end, each row's length
+        self._fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     # ------------------------------------------------------------------ fields
     def literal(self, text: str, present: np.ndarray | None = None) -> None:
@@ -51,7 +53,7 @@ class Rows:
         if present is not None:
             per = np.where(present, per, 0)
         rows = np.repeat(first[index] - np.cumsum(per) + per, per) + np.arange(int(per.sum()))
-        self._fields.append((per, flat[rows]))
+        self._fields.append((per, *_pack(flat[rows])))
 
     def number(
         self,
@@ -80,26 +82,59 @@ class Rows:
             rows = np.zeros((k, 1), np.uint8)
         if rows.shape[1] > WIDTH:
             raise ValueError(f"a row is longer than {WIDTH} bytes")
-        self._fields.append((counts, rows))
+        self._fields.append((counts, *_pack(rows)))
+
+    def packed(self, counts: np.ndarray, data: np.ndarray, lengths: np.ndarray) -> None:
+        """``counts[i]`` rows in record i given already packed: ``data`` (uint8) holds the rows'
+        bytes end to end, ``lengths`` each row's (as ``point_rows`` returns them)."""
+        self._fields.append((np.asarray(counts, np.int64), data, np.asarray(lengths, np.int64)))
 
     # ------------------------------------------------------------------ output
     def to_bytes(self) -> bytes:
         """All records, each its fields' rows in the order the fields were added."""
         if not self._fields:
             return b""
-        counts = np.stack([c for c, _ in self._fields])  # (fields, n)
+        counts = np.stack([c for c, _, _ in self._fields])  # (fields, n)
         per_record = counts.sum(axis=0)
         start = np.cumsum(per_record) - per_record  # first row of each record
-        mat = np.zeros((int(per_record.sum()), WIDTH), np.uint8)
+        order = np.empty(int(per_record.sum()), np.int64)  # output row -> source row
         before = np.zeros(self.n, np.int64)
-        for (c, rows), done in zip(self._fields, counts, strict=True):
-            pos = np.repeat(start + before - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
-            mat[pos, : rows.shape[1]] = rows
+        first_source = 0
+        for c, done in zip(counts, counts, strict=True):
+            k = int(c.sum())
+            pos = np.repeat(start + before - (np.cumsum(c) - c), c) + np.arange(k)
+            order[pos] = np.arange(first_source, first_source + k)
+            first_source += k
             before += done
-        return mat.tobytes().translate(None, b"\0")
+        lengths = np.concatenate([lens for _, _, lens in self._fields])
+        data = np.concatenate([d for _, d, _ in self._fields])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return _gather_rows(data, offsets, order).tobytes()
 
 
 # --------------------------------------------------------------------------- rendering
+def _pack(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NUL-padded rows as (their bytes end to end, each row's length)."""
+    rows = np.ascontiguousarray(rows)
+    data = np.frombuffer(rows.tobytes().translate(None, b"\0"), np.uint8)
+    return data, np.count_nonzero(rows, axis=1).astype(np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_rows(data, offsets, order):  # pragma: no cover - compiled
+    """The rows ``data[offsets[r]:offsets[r + 1]]`` for r in ``order``, end to end."""
+    total = 0
+    for r in order:
+        total += offsets[r + 1] - offsets[r]
+    out = np.empty(total, np.uint8)
+    w = 0
+    for r in order:
+        for i in range(offsets[r], offsets[r + 1]):
+            out[w] = data[i]
+            w += 1
+    return out
+
+
 def _chunks(data: bytes) -> list[bytes]:
     return [data[i : i + WIDTH] for i in range(0, len(data), WIDTH)]
 
@@ -164,3 +199,69 @@ def format_fixed(values: np.ndarray, decimals: int) -> np.ndarray:
             out[:, c] = np.where(shown, 48 + digit, 0)
         out[:, width + 1] = np.where(fp != 0, ord("."), 0)
     return out
+
+
+def point_rows(
+    x: np.ndarray, y: np.ndarray, opens: np.ndarray, closes: np.ndarray, comma: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """GeoJSON positions, packed for ``Rows.packed``: per point ``opens`` brackets, ``[x,y]`` to 2
+    decimals (trailing zeros dropped), ``closes`` brackets and a comma where ``comma``. Returns
+    (bytes, length of each point's row). Coordinates must be below 10^9 in magnitude."""
+    x = np.ascontiguousarray(x, np.float64)
+    y = np.ascontiguousarray(y, np.float64)
+    if x.size and not max(np.abs(x).max(), np.abs(y).max()) < 1e9:
+        raise ValueError("coordinate too large (or not finite) to format")
+    return _point_rows(x, y, opens.astype(np.int64), closes.astype(np.int64),
+                       comma.astype(np.int64))  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_number(out, w, v):  # pragma: no cover - compiled
+    """Write ``v`` to 2 decimals at ``out[w:]``, no trailing zeros; returns the new end."""
+    q = np.int64(np.rint(v * 100.0))
+    if q < 0:
+        out[w] = 45  # '-'
+        w += 1
+        q = -q
+    ip, fp = q // 100, q % 100
+    n = 1
+    power = 10
+    while ip >= power:
+        n += 1
+        power *= 10
+    for i in range(n - 1, -1, -1):
+        out[w + i] = 48 + ip % 10
+        ip //= 10
+    w += n
+    if fp:
+        out[w] = 46  # '.'
+        out[w + 1] = 48 + fp // 10
+        w += 2
+        if fp % 10:
+            out[w] = 48 + fp % 10
+            w += 1
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def _point_rows(x, y, opens, closes, comma):  # pragma: no cover - compiled
+    k = x.size
+    out = np.empty(k * 40, np.uint8)
+    lengths = np.empty(k, np.int64)
+    w = 0
+    for i in range(k):
+        start = w
+        for _ in range(opens[i] + 1):
+            out[w] = 91  # '['
+            w += 1
+        w = _put_number(out, w, x[i])
+        out[w] = 44  # ','
+        w = _put_number(out, w + 1, y[i])
+        for _ in range(closes[i] + 1):
+            out[w] = 93  # ']'
+            w += 1
+        if comma[i]:
+            out[w] = 44
+            w += 1
+        lengths[i] = w - start
+    return out[:w].copy(), lengths

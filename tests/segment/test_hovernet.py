@@ -1,5 +1,6 @@
 """HoVer-Net through TIAToolbox's real engine, with a locally saved random state dict (no download)."""
 
+import os
 from pathlib import Path
 
 import cv2
@@ -145,3 +146,24 @@ def _pickled_module(folder: Path) -> Path:
     path = folder / "module.pt"
     torch.save(torch.nn.Linear(2, 2), path)
     return path
+
+
+def test_offline_is_scoped_and_tiatoolbox_errors_are_not_hidden(monkeypatch, caplog):
+    import huggingface_hub.constants as hub
+
+    from wsi_ccrl.segment.hovernet import _hub_offline, _quiet
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    with _hub_offline(True):
+        assert os.environ["HF_HUB_OFFLINE"] == "1" and hub.HF_HUB_OFFLINE is True
+    assert "HF_HUB_OFFLINE" not in os.environ and hub.HF_HUB_OFFLINE is False
+    caplog.set_level("WARNING", logger="wsi_ccrl")
+    with _quiet():
+        print("Inferring patches: 100%|##########| 3/3")
+        print("|12:00:00.000| [WARNING] the resolution is odd")
+    assert "Inferring" not in caplog.text and "resolution is odd" in caplog.text
+    with pytest.raises(RuntimeError, match="boom"), _quiet():
+        print("the reason it failed")
+        raise RuntimeError("boom")
+    assert "the reason it failed" in caplog.text

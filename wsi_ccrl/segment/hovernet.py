@@ -6,7 +6,8 @@ and run in TIAToolbox's patch mode with the patch shape set to the padded tile: 
 then starts at the tile's first pixel, so its instance dict is in the tile's pixel frame (at the
 model's 0.25 µm/px) and nuclei centred past the tile's end are dropped. The pipeline then applies the same core ownership and
 level-0 mapping as for every other segmenter. The dict output is used (never the SQLite store,
-which needs ``enable_load_extension``); TIAToolbox's own progress bars are silenced.
+which needs ``enable_load_extension``); TIAToolbox's own progress output is hidden, its warnings
+and errors are logged.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class HoVerNetSegmenter(Segmenter):
         weights: local state-dict file; when None, TIAToolbox's cached/downloaded weights are used.
         device: ``auto`` | ``cpu`` | ``cuda``.
         batch_size: tiles per engine call.
-        offline: never try a download (sets ``HF_HUB_OFFLINE=1``).
+        offline: never try a download (``HF_HUB_OFFLINE=1`` while the weights are loaded).
     """
 
     name = "hovernet"
@@ -94,12 +95,6 @@ class HoVerNetSegmenter(Segmenter):
         batch_size: int = 8,
         offline: bool = False,
     ):
-        if offline:
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            with contextlib.suppress(ImportError, AttributeError):
-                import huggingface_hub.constants as hf_constants
-
-                hf_constants.HF_HUB_OFFLINE = True
         models = _hovernet_models()
         if model not in models:
             raise ConfigError(
@@ -112,7 +107,8 @@ class HoVerNetSegmenter(Segmenter):
         self.weights = str(weights) if weights is not None else None
         self.device = str(resolve_device(device))  # TIAToolbox takes "cpu" / "cuda:N"
         self.batch_size = batch_size
-        self.engine = self._load_engine()
+        with _hub_offline(offline):
+            self.engine = self._load_engine()
         ioc = self.engine.ioconfig
         res = ioc.input_resolutions[0]
         if res.get("units") != "mpp":
@@ -196,15 +192,55 @@ class HoVerNetSegmenter(Segmenter):
 
 
 @contextlib.contextmanager
-def _quiet():
-    """TIAToolbox prints tqdm bars and warnings even with verbose=False: swallow them."""
-    with (
-        warnings.catch_warnings(),
-        contextlib.redirect_stderr(io.StringIO()),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        warnings.simplefilter("ignore")
+def _hub_offline(offline: bool):
+    """No download from the Hugging Face hub inside the block when ``offline``: the environment
+    variable and huggingface_hub's constant (read at its import) are set, then restored."""
+    if not offline:
         yield
+        return
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub = None
+    with contextlib.suppress(ImportError):
+        import huggingface_hub.constants as hub
+    hub_before = getattr(hub, "HF_HUB_OFFLINE", None)
+    if hub is not None:
+        hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
+        if hub is not None:
+            hub.HF_HUB_OFFLINE = hub_before
+
+
+_TIATOOLBOX_PROBLEM = ("[WARNING]", "[ERROR]", "[CRITICAL]", "Traceback", "Error")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Hide what TIAToolbox prints while it works (progress bars, info lines, even with
+    verbose=False). Its warning and error lines are logged; if the call fails, everything it
+    printed is logged with the error, so nothing that explains a failure is lost."""
+    printed = io.StringIO()
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stderr(printed),
+            contextlib.redirect_stdout(printed),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    except BaseException:
+        if printed.getvalue().strip():
+            log.warning("TIAToolbox printed before failing:\n%s", printed.getvalue()[-4000:])
+        raise
+    for line in printed.getvalue().splitlines():
+        if any(mark in line for mark in _TIATOOLBOX_PROBLEM):
+            log.warning("TIAToolbox: %s", line.strip())
 
 
 def nuclei_from_tiatoolbox(

@@ -6,8 +6,8 @@ here after rounding to the same grid. An invalid outline (pixels joined only at 
 self-touching contour) is repaired by GEOS ``make_valid`` (``structure``), keeping every part as
 a MultiPolygon, which QuPath 0.6 reads, rather than dropping all but the largest.
 
-Everything runs on a chunk of cells at once (shapely's vectorised functions, NumPy); only the rare
-invalid or degenerate cells take a slower path.
+A chunk of cells goes through one compiled pass per ring (``overlay_kernels``: simplification,
+an exact validity test, area, centroid); only the rare invalid or degenerate cells go through GEOS.
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+R = TypeVar("R")
 
 # Store attribute ``contour``: every coordinate in QuPath's frame, where pixel (i, j) covers
 # x in [j, j + 1), y in [i, i + 1); segmented outlines run along the outer pixel edges.
@@ -32,6 +35,27 @@ def gather_polygons(
     new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     point_idx = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
     return new_offsets, xy[point_idx].reshape(-1, 2)
+
+
+def select_rows(record: R, keep: np.ndarray) -> R:
+    """The rows of a per-cell record where boolean mask (or index array) ``keep`` selects.
+
+    ``record`` is a dataclass of per-cell arrays with CSR polygons (``contour_offsets``,
+    ``contour_xy``, re-based here); a dict field (further columns) is selected entry by entry.
+    """
+    keep = np.asarray(keep)
+    idx = np.flatnonzero(keep) if keep.dtype == bool else keep
+    offsets, xy = gather_polygons(record.contour_offsets, record.contour_xy, idx)
+    values: dict[str, Any] = {"contour_offsets": offsets, "contour_xy": xy}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if f.name in values:
+            continue
+        if isinstance(value, dict):
+            values[f.name] = {k: v[idx] for k, v in value.items()}
+        else:
+            values[f.name] = value[idx]
+    return type(record)(**values)
 
 
 # Chain directions (x, y), y down; a pixel's corners as offsets from its centre: TL, TR, BR, BL.

@@ -33,7 +33,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from wsi_ccrl.contours import gather_polygons
+from wsi_ccrl.contours import select_rows
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.store_lock import StoreLock
@@ -100,19 +100,7 @@ class CellBatch:
 
     def select(self, keep: np.ndarray) -> CellBatch:
         """The rows where boolean mask ``keep`` is true (contours re-based, vectorised)."""
-        idx = np.flatnonzero(keep)
-        offsets, xy = gather_polygons(self.contour_offsets, self.contour_xy, idx)
-        return CellBatch(
-            crops=self.crops[idx],
-            centroid=self.centroid[idx],
-            bbox=self.bbox[idx],
-            area=self.area[idx],
-            seg_type=self.seg_type[idx],
-            seg_prob=self.seg_prob[idx],
-            contour_offsets=offsets,
-            contour_xy=xy,
-            extra={k: v[idx] for k, v in self.extra.items()},
-        )
+        return select_rows(self, keep)
 
 
 def final_path(path: str | Path) -> Path:

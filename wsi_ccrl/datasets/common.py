@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ccrl.contours import gather_polygons
+from wsi_ccrl.contours import select_rows
 from wsi_ccrl.crops import CROP_RULE, crops_in_image
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.store import CellBatch, CellStore, CellStoreWriter, final_path
@@ -49,16 +49,7 @@ class Nuclei:
 
     def select(self, keep: np.ndarray) -> Nuclei:
         """Rows where ``keep`` is true (polygons re-based, vectorised)."""
-        idx = np.flatnonzero(keep)
-        offsets, xy = gather_polygons(self.contour_offsets, self.contour_xy, idx)
-        return Nuclei(
-            centroid=self.centroid[idx],
-            bbox=self.bbox[idx],
-            area=self.area[idx],
-            contour_offsets=offsets,
-            contour_xy=xy,
-            gt_class=self.gt_class[idx],
-        )
+        return select_rows(self, keep)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from wsi_ccrl.contours import gather_polygons
+from wsi_ccrl.contours import select_rows
 
 
 @dataclass
@@ -47,17 +47,7 @@ class Nuclei:
 
     def select(self, keep: np.ndarray) -> Nuclei:
         """The nuclei where boolean mask (or index array) ``keep`` selects; contours re-based."""
-        idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
-        offsets, xy = gather_polygons(self.contour_offsets, self.contour_xy, idx)
-        return Nuclei(
-            centroid=self.centroid[idx],
-            bbox=self.bbox[idx],
-            area=self.area[idx],
-            contour_offsets=offsets,
-            contour_xy=xy,
-            seg_type=self.seg_type[idx],
-            seg_prob=self.seg_prob[idx],
-        )
+        return select_rows(self, keep)
 
 
 def nuclei_from_labels(

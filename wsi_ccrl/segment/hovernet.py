@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ccrl.config import SegmentConfig
+from wsi_ccrl.contours import polygon_edges
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.runtime import resolve_device
@@ -312,15 +313,11 @@ def _lattice_polygon_pixels(xy: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     n = offsets.size - 1
     if n == 0:
         return np.zeros(0)
-    lengths = np.diff(offsets)
-    idx = np.arange(xy.shape[0])
-    cell = np.repeat(np.arange(n), lengths)
-    nxt = idx + 1
-    nxt[offsets[1:] - 1] = offsets[:-1]  # close each polygon
-    x, y = xy[:, 0], xy[:, 1]
-    cross = x * y[nxt] - x[nxt] * y
-    dx = np.abs(np.rint(x[nxt] - x)).astype(np.int64)
-    dy = np.abs(np.rint(y[nxt] - y)).astype(np.int64)
+    cell, start, end = polygon_edges(offsets, xy)
+    x, y = start[:, 0], start[:, 1]
+    cross = x * end[:, 1] - end[:, 0] * y
+    dx = np.abs(np.rint(end[:, 0] - x)).astype(np.int64)
+    dy = np.abs(np.rint(end[:, 1] - y)).astype(np.int64)
     boundary = np.gcd(dx, dy)
     shoelace = np.abs(np.bincount(cell, weights=cross, minlength=n)) / 2
     points = np.bincount(cell, weights=boundary, minlength=n)

@@ -1,5 +1,8 @@
 """The paper's baseline cell representations, each fit on the train split and applied to any split.
 
+One file of ~380 lines on purpose: four short fit/transform baselines that share the crop helpers,
+read side by side; the polygon maths is in ``contours``.
+
 - ``morphological``: 29 shape/geometry features of the nucleus polygon (after Bhaskar et al.):
   size, perimeter, ellipse axes, eccentricity, circularity, extent, convexity, radial profile and
   Hu's moment invariants; polygon moments are computed for every cell at once (Green's theorem).

@@ -1,5 +1,8 @@
 """The paper's evaluation protocol on CoNSeP / NuCLS, and its table.
 
+One file of ~510 lines on purpose: the protocol's steps (stores, features per model, K-means
+scores, table) are each short and read in order as one protocol.
+
 1. The dataset's ground-truth nuclei become two cell stores (train, test) with ``gt_class``.
 2. Every model turns cells into features: CCRL trained on the train split without labels (and its
    ablations), and the baselines (``wsi_ccrl.baselines``) fit on the train split.

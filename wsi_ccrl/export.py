@@ -1,5 +1,8 @@
 """Per-slide exports, written in one streamed pass: GeoJSON that QuPath imports, and a CSV.
 
+One file of ~450 lines on purpose: one streamed pass writes both formats from the same chunks of
+rows.
+
 The GeoJSON follows QuPath's reader (qupath-core ``PathObjectTypeAdapters``, ``GsonTools``,
 ``ROITypeAdapters``; 0.4.4, 0.5.1, 0.6.0): a FeatureCollection of Features with a UUID ``id``
 (QuPath's object ID), a Polygon or MultiPolygon in level-0 pixels of QuPath's frame (pixel

@@ -1,5 +1,8 @@
 """The paper's two generative baselines (Table 2), trained from scratch on the train split's crops.
 
+One file of ~350 lines on purpose: the two generative baselines share their data, progress and
+encoding helpers and the fit/transform interface.
+
 - ``dcae``: a deep convolutional auto-encoder, after the DCAE of Vununu et al. for cell images:
   three 4x4 stride-2 conv blocks (32, 64, 128 channels) to a 64-d linear bottleneck, a mirrored
   transposed-conv decoder with a sigmoid output, MSE reconstruction of [0, 1] pixels, Adam(1e-3).

@@ -1,5 +1,8 @@
 """Open a whole-slide image, find its tissue and plan the tiles that cover it.
 
+One file of ~510 lines on purpose: the three readers behind one ``Slide``, its tissue mask and its
+tile plan work on the same slide geometry.
+
 ``Slide`` reads through OpenSlide, TIAToolbox's reader for the tiled TIFFs OpenSlide refuses, or
 ``plain_image`` for PNG, JPEG, BMP and untiled TIFF (an image is a one-slide cohort of its own).
 Tiles are planned on a pixel grid at the segmenter's resolution (``target_mpp``): the tile *cores*

@@ -1,5 +1,8 @@
 """The cell store: one zarr v3 group per slide (or dataset), one row per cell.
 
+One file of ~460 lines on purpose: the layout, the writer (append, resume, finalise) and the reader
+of one format belong together.
+
 Layout (``SCHEMA_VERSION`` 1), all arrays chunked along cells and Zstd-compressed:
 
 - ``crops`` uint8 (N, S, S, 3): one RGB crop per cell, centred on it.

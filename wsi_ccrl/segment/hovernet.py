@@ -1,5 +1,8 @@
 """HoVer-Net (Graham et al. 2019) through TIAToolbox's 2.x engine, on tiles already in memory.
 
+One file of ~340 lines on purpose: one adapter to TIAToolbox's engine (weights check, padding, run,
+conversion of its output).
+
 Each tile is padded (reflected) by the model's context margin (input minus output size, halved: 46
 px for the "fast" models, 95 px for "original") before, and up to a size HoVer-Net accepts after,
 and run in TIAToolbox's patch mode with the patch shape set to the padded tile: HoVer-Net's output

@@ -1,5 +1,8 @@
 """Slides in, cell stores out: tile the tissue, segment, keep each nucleus once, crop, append.
 
+One file of ~500 lines on purpose: the per-slide stream (read ahead, segment, own, crop, append)
+and the cohort inputs and shards that feed it.
+
 Per slide: open it (resolution checked first), mask the tissue on a thumbnail, plan tiles at the
 segmenter's resolution, then stream them: read a batch (the next batch is read while this one is
 segmented), segment it, keep the nuclei whose centroid lies in a tile's core, map them to level-0

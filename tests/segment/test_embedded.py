@@ -38,7 +38,10 @@ def test_shipped_weights_load_with_weights_only():
     assert set(blob) == {"state_dict", "config"}
     assert blob["config"]["mpp"] == 0.25
     net, config = load_nucleus_net()
-    assert not net.training and config["train"]["holdout_tiles"] == [21, 22, 23, 24, 25, 26, 27]
+    assert not net.training and config["stain_fit"] == "slide"
+    assert set(config["train"]["sources"]) == {"consep", "monuseg", "cpm15"}
+    assert config["held_back"]["consep"] == [f"tile{t}" for t in range(21, 28)]
+    assert len(config["held_back"]["monuseg"]) == 7  # one image per organ
 
 
 def test_registered_and_described(seg):

@@ -262,6 +262,7 @@ def main() -> None:
     parser.add_argument("--fit-sample", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--exports-only", action="store_true", help="skip embedding and K-means")
     parser.add_argument("--phase")
     parser.add_argument("--store")
     parser.add_argument("--model")
@@ -294,12 +295,15 @@ def main() -> None:
         print(f"(synthetic stores built in {time.perf_counter() - t:.0f} s)", file=sys.stderr)
         rows = []
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        for device in devices:
+        for device in devices if not args.exports_only else []:
             rows.append(
                 (f"embed ({device}, batch {args.batch_size})", child("embed", crops, args, device))
             )
-        rows.append((f"K-means fit (sample {args.fit_sample:,})", child("kmeans-fit", big, args)))
-        rows.append(("K-means predict", child("kmeans-predict", big, args)))
+        if not args.exports_only:
+            rows.append(
+                (f"K-means fit (sample {args.fit_sample:,})", child("kmeans-fit", big, args))
+            )
+            rows.append(("K-means predict", child("kmeans-predict", big, args)))
         exports = []
         for label, store in ((f"{args.small_cells:,}", small), (f"{args.cells:,}", big)):
             exports.append((f"GeoJSON, {label} cells", child("export:geojson", store, args)))

@@ -130,12 +130,20 @@ def test_protocol_end_to_end(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert list(saved["models"]) == ["morphological", "raw_pixels", "ccrl", "ccrl_query_encoder",
                                      "ccrl_no_predictor"]  # fmt: skip
+    counts = saved["class_counts_test"]
+    assert sum(counts) == saved["n_test_cells"] == results["n_test_cells"] > 0
     for model, res in saved["models"].items():
         for protocol in benchmark.PROTOCOLS:
-            stats = res["summary"][protocol]
-            assert -1 <= stats["ami"]["mean"] <= 1 and 0 < stats["purity"]["mean"] <= 1
-            assert stats["ami"]["n"] == 2, model
-    assert saved["n_test_cells"] == results["n_test_cells"] > 0
+            runs, stats = res["runs"][protocol], res["summary"][protocol]
+            assert len(runs) == 2, model  # K-means seeds 0 and 1, one training seed
+            for metric in ("ami", "ari", "purity"):  # the summary is the runs' mean and std
+                values = [r[metric] for r in runs]
+                assert stats[metric]["mean"] == pytest.approx(np.mean(values)), (model, metric)
+                assert stats[metric]["std"] == pytest.approx(np.std(values)), (model, metric)
+                assert stats[metric]["n"] == 2
+            # every clustering is at least as pure as putting all cells in one cluster
+            assert min(r["purity"] for r in runs) >= max(counts) / sum(counts) - 1e-9, model
+            assert all(-1 <= r["ami"] <= 1 and -1 <= r["ari"] <= 1 for r in runs), model
     assert (out / "models" / "ccrl-seed0" / "model.pt").is_file()
     assert (out / "models" / "no_predictor-seed0" / "model.pt").is_file()
     assert not (out / "models" / "no_local_global-seed0").exists()  # not asked for

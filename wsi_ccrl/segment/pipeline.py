@@ -103,8 +103,9 @@ def _segment_open_slide(
     slide: Slide, store_path: Path, cfg: SegmentConfig, seg: Segmenter, lock: StoreLock
 ) -> CellStore:
     t0 = time.perf_counter()
-    plan = make_plan(slide, cfg, seg.mpp)
-    seg.fit_slide(stain_samples(slide, cfg, plan))
+    tissue = tissue_thumbnail(slide, cfg)  # read once: the plan and the stain statistics
+    plan = make_plan(slide, cfg, seg.mpp, tissue)
+    seg.fit_slide(stain_samples(slide, tissue, plan))
     attrs = {
         "slide": slide.info.attrs(),
         "segmenter": seg.describe(),
@@ -170,10 +171,20 @@ def _segment_open_slide(
     return store
 
 
-def make_plan(slide: Slide, cfg: SegmentConfig, target_mpp: float) -> TilePlan:
-    """Tissue mask on a thumbnail, then the tile plan over the tissue (of the ROI)."""
+def tissue_thumbnail(slide: Slide, cfg: SegmentConfig) -> tuple[np.ndarray, float]:
+    """(tissue mask of the slide's thumbnail at ``cfg.tissue_mpp``, its downsample)."""
     thumb, downsample = slide.thumbnail(max(cfg.tissue_mpp, slide.mpp))
-    mask = tissue_mask(thumb)
+    return tissue_mask(thumb), downsample
+
+
+def make_plan(
+    slide: Slide,
+    cfg: SegmentConfig,
+    target_mpp: float,
+    tissue: tuple[np.ndarray, float] | None = None,
+) -> TilePlan:
+    """The tile plan over the tissue (of the ROI); ``tissue`` from ``tissue_thumbnail``."""
+    mask, downsample = tissue or tissue_thumbnail(slide, cfg)
     crop_margin = max(
         0,
         math.ceil(max(cfg.window_scale * cfg.tile_overlap, cfg.min_window) / 2) - cfg.tile_overlap,
@@ -196,15 +207,19 @@ STAIN_SAMPLES = 16  # regions of 256² target pixels: enough tissue for stable s
 
 
 def stain_samples(
-    slide: Slide, cfg: SegmentConfig, plan: TilePlan, n: int = STAIN_SAMPLES, size: int = 256
+    slide: Slide,
+    tissue: tuple[np.ndarray, float],
+    plan: TilePlan,
+    n: int = STAIN_SAMPLES,
+    size: int = 256,
 ) -> list[np.ndarray]:
     """Regions of the slide's tissue at the target resolution, to fit per-slide statistics on.
 
     Centred on tissue pixels of the thumbnail's mask, evenly spaced in raster order: they depend
     on the slide alone (not on tile size, batch or ROI), so every tile is normalised alike.
     """
-    thumb, downsample = slide.thumbnail(max(cfg.tissue_mpp, slide.mpp))
-    rows, cols = np.nonzero(tissue_mask(thumb))
+    mask, downsample = tissue
+    rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return []
     pick = np.unique(np.linspace(0, rows.size - 1, min(n, rows.size)).round().astype(np.int64))

@@ -66,13 +66,17 @@ _FIRST_ROUND: dict[str, dict] = {
 VARIANTS: dict[str, dict] = {
     **{name: {"train.queue_size": 512, **over} for name, over in _FIRST_ROUND.items()},
     "queue2048": {"train.queue_size": 2048},
+    # the shipped profile again with other training seeds: how far one training run moves
+    "queue2048-seed1": {"train.queue_size": 2048, "seed": 1},
+    "queue2048-seed2": {"train.queue_size": 2048, "seed": 2},
 }
+NOT_CONFIG = ("edge", "seed")  # variant keys the script handles itself
 
 
 def load_variant(name: str, extra: dict):
     from wsi_ccrl.benchmark import load_benchmark_config
 
-    overrides = {k: v for k, v in VARIANTS[name].items() if k != "edge"}
+    overrides = {k: v for k, v in VARIANTS[name].items() if k not in NOT_CONFIG}
     overrides.update(extra, device="cpu")
     overrides["train.device"] = "cpu"
     return load_benchmark_config(CONFIG, overrides)
@@ -103,8 +107,9 @@ def score_variant(name: str, args) -> list[dict]:
     k = int(len(bm.dataset_classes(cfg)))
     run_dir = args.out / name
     t0 = time.time()
-    done = (run_dir / "models" / "ccrl-seed0" / "model.pt").is_file()
-    model = bm.train_ccrl(stores["train"], run_dir, "ccrl", bm.ccrl_runs(cfg)["ccrl"], 0)
+    seed = VARIANTS[name].get("seed", 0)
+    done = (run_dir / "models" / f"ccrl-seed{seed}" / "model.pt").is_file()
+    model = bm.train_ccrl(stores["train"], run_dir, "ccrl", bm.ccrl_runs(cfg)["ccrl"], seed)
     seconds = time.time() - t0 if not done else _train_seconds(model)
     rows = []
     for encoder in args.encoders:

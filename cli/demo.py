@@ -18,9 +18,10 @@ import click
 @click.option(
     "--config",
     "config_path",
-    default="quick",
+    default="demo",
     show_default=True,
-    help="Profile for all three steps: a YAML file or a shipped profile's name.",
+    help="Profile for all three steps: a YAML file or a shipped profile's name "
+    "(demo = quick with 5 epochs).",
 )
 @click.option(
     "--roi", default=None, help="Only this region x,y,w,h (level-0 pixels): a quick look."

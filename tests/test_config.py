@@ -37,6 +37,18 @@ def test_every_shipped_config_is_valid(path):
         load_section(section, path)
 
 
+def test_the_demo_profile_is_quick_with_shorter_training():
+    """The demo runs the user's pipeline: only how long it trains may differ from ``quick``."""
+    import dataclasses
+
+    for section in ("segment", "label", "benchmark"):
+        assert load_section(section, "demo") == load_section(section, "quick")
+    demo, quick = load_section("train", "demo"), load_section("train", "quick")
+    assert demo.epochs < quick.epochs
+    short = {"epochs", "checkpoint_every", "eval_every"}
+    assert dataclasses.replace(demo, **{f: getattr(quick, f) for f in short}) == quick
+
+
 def test_inherit_and_overrides(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text(

@@ -1,7 +1,8 @@
 """The whole job on one slide, as a new user first sees it: segment → train → label → export.
 
 Each step is the same library call its command makes, with the sections of one config profile
-(the shipped ``quick`` profile by default), so the demo is the real pipeline, only smaller.
+(the shipped ``demo`` profile by default: ``quick`` with fewer epochs), so the demo is the real
+pipeline, only smaller.
 """
 
 from __future__ import annotations

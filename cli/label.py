@@ -114,8 +114,8 @@ def label(
     Example:
       wsi-ccrl label --model run/model.pt --data stores/ --k 8 --export geojson,csv --out labels
     """
-    from wsi_ccrl.cluster import KMeansModel
-    from wsi_ccrl.label import label_stores
+    from wsi_ccrl.label.cluster import KMeansModel
+    from wsi_ccrl.label.pipeline import label_stores
 
     if kmeans_path is not None and k is None:
         k = KMeansModel.load(kmeans_path).k  # the file's k unless --k says otherwise

@@ -71,7 +71,7 @@ def segment(
 ) -> None:
     """Segment every nucleus of SLIDE... (slides, plain images, folders of them, or text files
     listing one per line)."""
-    from wsi_ccrl.slide import parse_roi
+    from wsi_ccrl.io.slide import parse_roi
 
     cfg = load_config(
         "segment",

@@ -69,9 +69,9 @@ def train(
         **{"augment.local_global": False if no_local_global else None},
         use_predictor=False if no_predictor else None,
     )
-    from wsi_ccrl.distributed import detect
-    from wsi_ccrl.store import find_stores
-    from wsi_ccrl.train import train as run_training
+    from wsi_ccrl.ccrl.distributed import detect
+    from wsi_ccrl.ccrl.train import train as run_training
+    from wsi_ccrl.io.store import find_stores
 
     stores = find_stores(list(data))
     model_path = run_training(stores, out_dir, cfg, resume=resume)

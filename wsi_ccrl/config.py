@@ -215,7 +215,7 @@ class LabelConfig:
     kmeans_backend: str = "auto"  # auto (faiss when installed, else sklearn) | sklearn | faiss
     kmeans_n_init: int = 3  # initialisations of the full K-means (the best inertia is kept)
     kmeans_minibatch_above: int = 50_000  # larger fit samples use MiniBatchKMeans
-    features: str = "l2"  # embeddings -> K-means features: raw | l2 | whiten (wsi_ccrl.features)
+    features: str = "l2"  # embeddings -> K-means features: raw | l2 | whiten (label/features.py)
     reuse_embeddings: bool = True  # skip embedding a store already embedded by the same model
 
     def validate(self) -> None:
@@ -269,7 +269,7 @@ BENCHMARK_MODELS = (
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """The paper's evaluation protocol (see ``wsi_ccrl.benchmark``)."""
+    """The paper's evaluation protocol (see ``wsi_ccrl.bench.protocol``)."""
 
     dataset: str = "consep"  # consep | nucls
     class_scheme: str = "original7"  # consep: original7 | merged4

@@ -14,8 +14,10 @@ from conftest import ROOT, SAMPLE_SLIDE
 from scipy.spatial import cKDTree
 
 from wsi_ccrl.config import load_section
-from wsi_ccrl.crops import CROP_RULE
 from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.io.crops import CROP_RULE
+from wsi_ccrl.io.slide import write_pyramidal_tiff
+from wsi_ccrl.io.store import CellStore, partial_path
 from wsi_ccrl.segment.evaluate import detection_score, match_centroids
 from wsi_ccrl.segment.pipeline import (
     expand_slide_inputs,
@@ -24,8 +26,6 @@ from wsi_ccrl.segment.pipeline import (
     segment_slides,
     select_shard,
 )
-from wsi_ccrl.slide import write_pyramidal_tiff
-from wsi_ccrl.store import CellStore, partial_path
 
 DENSE_ROI = (1100, 1500, 250, 250)  # level-0 x, y, w, h of cellular tissue in the sample
 GLASS_ROI = (520, 600, 200, 200)  # blank glass

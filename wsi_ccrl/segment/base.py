@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from wsi_ccrl.contours import select_rows
+from wsi_ccrl.io.contours import select_rows
 
 
 @dataclass

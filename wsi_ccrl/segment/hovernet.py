@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from wsi_ccrl.config import SegmentConfig
-from wsi_ccrl.contours import polygon_edges
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
+from wsi_ccrl.io.contours import polygon_edges
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.runtime import resolve_device
 from wsi_ccrl.segment import register
@@ -65,7 +65,7 @@ def _check_state_dict(path: Path, model: str) -> None:
     its engine with torch's unpickling paragraphs."""
     import torch
 
-    from wsi_ccrl.model_io import read_torch_file
+    from wsi_ccrl.ccrl.model_io import read_torch_file
 
     if not path.is_file():
         raise WsiCcrlError(f"--weights {path}: file not found")

@@ -27,14 +27,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wsi_ccrl.config import SegmentConfig, to_dict
-from wsi_ccrl.contours import SEGMENT_CONTOURS, edge_contours
-from wsi_ccrl.crops import CROP_RULE, crop_windows, extract_crops, inside
 from wsi_ccrl.errors import WsiCcrlError
-from wsi_ccrl.log import get_logger, progress_enabled
-from wsi_ccrl.plain_image import IMAGE_SUFFIXES
-from wsi_ccrl.segment.base import Nuclei, Segmenter
-from wsi_ccrl.slide import Slide, Tile, TilePlan, plan_tiles, tissue_mask
-from wsi_ccrl.store import (
+from wsi_ccrl.io.contours import SEGMENT_CONTOURS, edge_contours
+from wsi_ccrl.io.crops import CROP_RULE, crop_windows, extract_crops, inside
+from wsi_ccrl.io.plain_image import IMAGE_SUFFIXES
+from wsi_ccrl.io.slide import Slide, Tile, TilePlan, plan_tiles, tissue_mask
+from wsi_ccrl.io.store import (
     PARTIAL_SUFFIX,
     CellBatch,
     CellStore,
@@ -42,7 +40,9 @@ from wsi_ccrl.store import (
     final_path,
     partial_path,
 )
-from wsi_ccrl.store_lock import StoreBusy, StoreLock
+from wsi_ccrl.io.store_lock import StoreBusy, StoreLock
+from wsi_ccrl.log import get_logger, progress_enabled
+from wsi_ccrl.segment.base import Nuclei, Segmenter
 
 log = get_logger(__name__)
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from wsi_ccrl.ccrl.backbone import PreActResNet18
 from wsi_ccrl.errors import WsiCcrlError
-from wsi_ccrl.runtime import atomic_save_torch
+from wsi_ccrl.runtime import atomic_save_torch, read_torch_file
 
 MODEL_FORMAT = "wsi-ccrl-model"
 MODEL_VERSION = 1
@@ -72,17 +72,6 @@ def load_checked(path: str | Path, fmt: str, what: str, hint: str) -> dict[str, 
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise WsiCcrlError(f"{path} is not a wsi-ccrl {what} ({hint})")
     return payload
-
-
-def read_torch_file(path: str | Path, what: str, hint: str) -> Any:
-    """``torch.load(weights_only=True)``, where a file torch cannot read is one line naming it and
-    ``what`` it should be: never torch's paragraphs, which even suggest ``weights_only=False``."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:  # missing, a folder, no permission: the file itself is the problem
-        raise WsiCcrlError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except Exception:  # not a torch file, or one holding pickled code (another tool's model)
-        raise WsiCcrlError(f"{path} is not a {what} ({hint})") from None
 
 
 def load_backbone(

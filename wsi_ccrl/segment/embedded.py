@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsi_ccrl.ccrl.model_io import read_torch_file
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.io.stain import (
@@ -30,7 +29,7 @@ from wsi_ccrl.io.stain import (
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.nuclei.net import NucleusUNet, build_net
 from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
-from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.runtime import read_torch_file, resolve_device
 from wsi_ccrl.segment import register
 from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
 

@@ -28,7 +28,7 @@ from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.io.contours import polygon_edges
 from wsi_ccrl.log import get_logger
-from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.runtime import read_torch_file, resolve_device
 from wsi_ccrl.segment import register
 from wsi_ccrl.segment.base import Nuclei, Segmenter
 
@@ -64,8 +64,6 @@ def _check_state_dict(path: Path, model: str) -> None:
     """``--weights`` must be a state dict (tensors by name): TIAToolbox would otherwise fail deep in
     its engine with torch's unpickling paragraphs."""
     import torch
-
-    from wsi_ccrl.ccrl.model_io import read_torch_file
 
     if not path.is_file():
         raise WsiCcrlError(f"--weights {path}: file not found")

@@ -54,7 +54,7 @@ def parse_sets(items: list[str]) -> dict:
 def detected_tiles(files, seg, scheme: str, radius: float, batch: int, counts: dict):
     """The patches as tiles whose nuclei are the segmenter's detections (pixel-edge frame), each
     with the class of the ground-truth nucleus it matched, -1 for none; ``counts`` adds up."""
-    from wsi_ccrl.bench.datasets.common import GroundTruthTile, Nuclei
+    from wsi_ccrl.bench.datasets.common import GroundTruthNuclei, GroundTruthTile
     from wsi_ccrl.bench.datasets.consep import read_tile
     from wsi_ccrl.segment.evaluate import match_centroids
 
@@ -69,7 +69,7 @@ def detected_tiles(files, seg, scheme: str, radius: float, batch: int, counts: d
             counts["detected"] += len(nuc)
             counts["matched"] += len(pred_i)
             counts["classes"] += np.bincount(gt[pred_i], minlength=len(counts["classes"]))
-            det = Nuclei(
+            det = GroundTruthNuclei(
                 centroid=centroid.astype(np.float32),
                 bbox=nuc.bbox.astype(np.int32),
                 area=nuc.area.astype(np.float32),

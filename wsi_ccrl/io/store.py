@@ -37,7 +37,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from wsi_ccrl.errors import WsiCcrlError
-from wsi_ccrl.io.contours import select_rows
+from wsi_ccrl.io.contours import CellRows, column
 from wsi_ccrl.io.store_lock import StoreLock
 from wsi_ccrl.log import get_logger
 
@@ -50,60 +50,23 @@ _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 
 @dataclass
-class CellBatch:
-    """Rows for a group of cells (one tile, usually), ready to append.
+class CellBatch(CellRows):
+    """Rows for a group of cells (one tile, usually), ready to append; ``select``, ``concat`` and
+    ``empty`` (``CellBatch.empty(crops=S)``) are ``CellRows``'.
 
     ``contour_offsets`` has n+1 entries starting at 0 and indexes ``contour_xy`` (level-0 pixels).
     ``extra`` holds further per-cell columns, e.g. ``gt_class`` for benchmark stores.
     """
 
-    crops: np.ndarray  # (n, S, S, 3) uint8
-    centroid: np.ndarray  # (n, 2) float32
-    bbox: np.ndarray  # (n, 4) int32
-    area: np.ndarray  # (n,) float32
-    seg_type: np.ndarray  # (n,) int16
-    seg_prob: np.ndarray  # (n,) float32
-    contour_offsets: np.ndarray  # (n+1,) int64
-    contour_xy: np.ndarray  # (m, 2) float32
+    crops: np.ndarray = column(np.uint8, None, None, 3)  # (n, S, S, 3)
+    centroid: np.ndarray = column(np.float32, 2)
+    bbox: np.ndarray = column(np.int32, 4)
+    area: np.ndarray = column(np.float32)
+    seg_type: np.ndarray = column(np.int16)
+    seg_prob: np.ndarray = column(np.float32)
+    contour_offsets: np.ndarray = column(np.int64)  # (n+1,)
+    contour_xy: np.ndarray = column(np.float32, 2)  # (m, 2)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.centroid.shape[0])
-
-    @staticmethod
-    def concat(batches: list[CellBatch]) -> CellBatch:
-        """One batch from many, contour offsets re-based."""
-        lengths = [np.diff(b.contour_offsets) for b in batches]
-        offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
-        extra_keys = batches[0].extra.keys()
-        return CellBatch(
-            crops=np.concatenate([b.crops for b in batches]),
-            centroid=np.concatenate([b.centroid for b in batches]),
-            bbox=np.concatenate([b.bbox for b in batches]),
-            area=np.concatenate([b.area for b in batches]),
-            seg_type=np.concatenate([b.seg_type for b in batches]),
-            seg_prob=np.concatenate([b.seg_prob for b in batches]),
-            contour_offsets=offsets,
-            contour_xy=np.concatenate([b.contour_xy for b in batches]).reshape(-1, 2),
-            extra={k: np.concatenate([b.extra[k] for b in batches]) for k in extra_keys},
-        )
-
-    @staticmethod
-    def empty(crop_size: int) -> CellBatch:
-        return CellBatch(
-            crops=np.zeros((0, crop_size, crop_size, 3), np.uint8),
-            centroid=np.zeros((0, 2), np.float32),
-            bbox=np.zeros((0, 4), np.int32),
-            area=np.zeros(0, np.float32),
-            seg_type=np.zeros(0, np.int16),
-            seg_prob=np.zeros(0, np.float32),
-            contour_offsets=np.zeros(1, np.int64),
-            contour_xy=np.zeros((0, 2), np.float32),
-        )
-
-    def select(self, keep: np.ndarray) -> CellBatch:
-        """The rows where boolean mask ``keep`` is true (contours re-based, vectorised)."""
-        return select_rows(self, keep)
 
 
 def final_path(path: str | Path) -> Path:

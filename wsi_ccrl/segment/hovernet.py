@@ -26,7 +26,7 @@ import numpy as np
 
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
-from wsi_ccrl.io.contours import polygon_edges
+from wsi_ccrl.io.contours import polygon_area_centroid, polygon_edges
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.runtime import read_torch_file, resolve_device
 from wsi_ccrl.segment import register
@@ -315,13 +315,9 @@ def _lattice_polygon_pixels(xy: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros(0)
     cell, start, end = polygon_edges(offsets, xy)
-    x, y = start[:, 0], start[:, 1]
-    cross = x * end[:, 1] - end[:, 0] * y
-    dx = np.abs(np.rint(end[:, 0] - x)).astype(np.int64)
-    dy = np.abs(np.rint(end[:, 1] - y)).astype(np.int64)
-    boundary = np.gcd(dx, dy)
-    shoelace = np.abs(np.bincount(cell, weights=cross, minlength=n)) / 2
-    points = np.bincount(cell, weights=boundary, minlength=n)
+    steps = np.abs(np.rint(end - start)).astype(np.int64)
+    points = np.bincount(cell, weights=np.gcd(steps[:, 0], steps[:, 1]), minlength=n)
+    shoelace, _ = polygon_area_centroid(offsets, xy)
     return shoelace + points / 2 + 1
 
 

@@ -288,7 +288,7 @@ def tile_cells(
     """
     m = plan.crop_margin
     if len(nuclei) == 0:
-        return CellBatch.empty(cfg.crop_size)
+        return CellBatch.empty(crops=cfg.crop_size)
     # centroids in the read frame (pixel centres), then in global target px (pixel edges)
     cx = nuclei.centroid[:, 0].astype(np.float64) + m
     cy = nuclei.centroid[:, 1].astype(np.float64) + m
@@ -296,7 +296,7 @@ def tile_cells(
     x0, y0, x1, y1 = tile.core
     owned = (gx >= x0) & (gx < x1) & (gy >= y0) & (gy < y1)
     if not owned.any():
-        return CellBatch.empty(cfg.crop_size)
+        return CellBatch.empty(crops=cfg.crop_size)
     nuc = nuclei.select(owned)
     centroid = nuc.centroid.astype(np.float64) + m
     bbox = nuc.bbox.astype(np.float64) + m

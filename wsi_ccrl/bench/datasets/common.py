@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ccrl.io.contours import select_rows
+from wsi_ccrl.io.contours import CellRows, column
 from wsi_ccrl.io.crops import CROP_RULE, crops_in_image
 from wsi_ccrl.io.store import CellBatch, CellStore, CellStoreWriter, final_path
 from wsi_ccrl.log import get_logger, progress_enabled
@@ -30,26 +30,19 @@ STORE_FORMAT = "wsi-ccrl-benchmark-store"
 
 
 @dataclass
-class Nuclei:
-    """The nuclei of one image, in its pixel coordinates.
+class GroundTruthNuclei(CellRows):
+    """The annotated nuclei of one image, in its pixel coordinates (pixel-edge frame).
 
     ``contour_offsets``/``contour_xy`` are CSR polygons as in the cell store; ``gt_class`` indexes
-    the dataset's class names.
+    the dataset's class names. ``select`` and the other row operations are ``CellRows``'.
     """
 
-    centroid: np.ndarray  # (n, 2) float32, x y
-    bbox: np.ndarray  # (n, 4) int32, x0 y0 x1 y1 (exclusive)
-    area: np.ndarray  # (n,) float32, pixels²
-    contour_offsets: np.ndarray  # (n+1,) int64
-    contour_xy: np.ndarray  # (m, 2) float32
-    gt_class: np.ndarray  # (n,) int16
-
-    def __len__(self) -> int:
-        return int(self.centroid.shape[0])
-
-    def select(self, keep: np.ndarray) -> Nuclei:
-        """Rows where ``keep`` is true (polygons re-based, vectorised)."""
-        return select_rows(self, keep)
+    centroid: np.ndarray = column(np.float32, 2)  # x y
+    bbox: np.ndarray = column(np.int32, 4)  # x0 y0 x1 y1 (exclusive)
+    area: np.ndarray = column(np.float32)  # pixels²
+    contour_offsets: np.ndarray = column(np.int64)  # (n+1,)
+    contour_xy: np.ndarray = column(np.float32, 2)  # (m, 2)
+    gt_class: np.ndarray = column(np.int16)
 
 
 @dataclass
@@ -58,11 +51,11 @@ class GroundTruthTile:
 
     name: str
     image: np.ndarray  # (H, W, 3) uint8
-    nuclei: Nuclei
+    nuclei: GroundTruthNuclei
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def nuclei_from_instance_map(inst_map: np.ndarray, inst_class: np.ndarray) -> Nuclei:
+def nuclei_from_instance_map(inst_map: np.ndarray, inst_class: np.ndarray) -> GroundTruthNuclei:
     """Centroids, boxes, areas and polygons of an instance map, with each instance's class.
 
     The measuring is the segmenters' (``nuclei_from_labels``); here its pixel-centre frame is
@@ -76,7 +69,7 @@ def nuclei_from_instance_map(inst_map: np.ndarray, inst_class: np.ndarray) -> Nu
     from wsi_ccrl.segment.base import nuclei_from_labels
 
     found = nuclei_from_labels(np.asarray(inst_map), types=np.asarray(inst_class))
-    nuclei = Nuclei(
+    nuclei = GroundTruthNuclei(
         centroid=found.centroid + 0.5,
         bbox=found.bbox.astype(np.int32),
         area=found.area,
@@ -188,39 +181,30 @@ def store_matches(
 
 
 @dataclass
-class CellSet:
+class CellSet(CellRows):
     """The per-cell arrays the benchmark models read, loaded from a store (optionally a subset)."""
 
-    crops: np.ndarray  # (n, S, S, 3) uint8
-    area: np.ndarray  # (n,) float32
-    bbox: np.ndarray  # (n, 4) int32
-    contour_offsets: np.ndarray  # (n+1,) int64
-    contour_xy: np.ndarray  # (m, 2) float32
-    gt_class: np.ndarray  # (n,) int16
-
-    def __len__(self) -> int:
-        return int(self.gt_class.shape[0])
+    crops: np.ndarray = column(np.uint8, None, None, 3)  # (n, S, S, 3)
+    area: np.ndarray = column(np.float32)
+    bbox: np.ndarray = column(np.int32, 4)
+    contour_offsets: np.ndarray = column(np.int64)  # (n+1,)
+    contour_xy: np.ndarray = column(np.float32, 2)  # (m, 2)
+    gt_class: np.ndarray = column(np.int16)
 
 
 def load_cells(store: CellStore, index: np.ndarray | None = None) -> CellSet:
     """Read a store's crops, shapes and classes into memory (``index``: sorted rows to keep)."""
     offsets, xy = store.contours()
-    gt = store["gt_class"][:]
-    nuc = Nuclei(
-        centroid=np.zeros((len(gt), 2), np.float32),
-        bbox=store["bbox"][:],
+    cells = CellSet(
+        crops=store["crops"][:],
         area=store["area"][:],
+        bbox=store["bbox"][:],
         contour_offsets=offsets,
         contour_xy=xy,
-        gt_class=gt,
+        gt_class=store["gt_class"][:],
     )
-    crops = store["crops"]
     if index is None:
-        return CellSet(crops[:], nuc.area, nuc.bbox, offsets, xy, gt)
-    index = np.sort(np.asarray(index, np.int64))
-    keep = np.zeros(len(gt), bool)
-    keep[index] = True
-    sub = nuc.select(keep)
-    return CellSet(
-        crops[:][index], sub.area, sub.bbox, sub.contour_offsets, sub.contour_xy, sub.gt_class
-    )
+        return cells
+    keep = np.zeros(len(cells), bool)
+    keep[np.asarray(index, np.int64)] = True
+    return cells.select(keep)

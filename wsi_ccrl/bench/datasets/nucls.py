@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_ccrl.bench.datasets.common import GroundTruthTile, Nuclei
+from wsi_ccrl.bench.datasets.common import GroundTruthNuclei, GroundTruthTile
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.io.contours import polygon_area_centroid
 from wsi_ccrl.log import get_logger
@@ -69,7 +69,7 @@ def _parse_coords(value) -> np.ndarray | None:
         return None
 
 
-def read_annotations(csv_path: Path) -> tuple[Nuclei, Counter]:
+def read_annotations(csv_path: Path) -> tuple[GroundTruthNuclei, Counter]:
     """The labelled nuclei of one CSV, and a count of the raw classes that were skipped."""
     import pandas as pd
 
@@ -102,7 +102,7 @@ def read_annotations(csv_path: Path) -> tuple[Nuclei, Counter]:
     area, centroid = polygon_area_centroid(offsets, xy)
     bbox = np.round(boxes).astype(np.int32).reshape(-1, 4)
     bbox[:, 2:] = np.maximum(bbox[:, 2:], bbox[:, :2] + 1)
-    nuclei = Nuclei(
+    nuclei = GroundTruthNuclei(
         centroid=centroid.astype(np.float32).reshape(-1, 2),
         bbox=bbox,
         area=area.astype(np.float32),

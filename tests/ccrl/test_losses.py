@@ -73,3 +73,19 @@ def test_bf16_inputs_are_computed_in_float32():
     half = info_nce(q.bfloat16(), k.bfloat16(), queue.bfloat16(), 0.07)
     assert half.dtype == torch.float32
     assert abs(full.item() - half.item()) < 0.1
+
+
+def test_under_autocast_only_the_queue_product_is_bf16():
+    """What training on CUDA with ``amp`` computes (the docstring's account), shown with CPU
+    autocast: the negatives' similarities rounded to bf16, everything else float32."""
+    g = torch.Generator().manual_seed(2)
+    q, k, queue = (unit(torch.randn(n, 32, generator=g)) for n in (8, 8, 256))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = info_nce(q, k, queue, 0.07)
+    pos = (q * k).sum(1, keepdim=True)
+    neg = (q.bfloat16() @ queue.bfloat16().t()).float()
+    logits = torch.cat([pos, neg], 1) / 0.07
+    want = F.cross_entropy(logits, torch.zeros(8, dtype=torch.long))
+    assert auto.dtype == torch.float32
+    assert abs(auto.item() - want.item()) < 1e-6
+    assert abs(auto.item() - info_nce(q, k, queue, 0.07).item()) < 1e-2

@@ -31,7 +31,11 @@ def info_nce(
     """Mean InfoNCE loss: cross-entropy of picking the positive among 1 + K candidates.
 
     An uninformative query (equal similarity to all) gives ``log(K + 1)``.
-    Shapes as in :func:`info_nce_logits`; computed in float32 whatever the autocast dtype.
+    Shapes as in :func:`info_nce_logits`. The inputs are cast to float32 (bf16 embeddings are
+    accepted), and the loss is float32. Under an active autocast, as in training on CUDA with
+    ``amp``, the (B, K) query-queue product still runs in the autocast dtype (matrix products are
+    on autocast's bf16 list): the negatives' similarities are rounded to bf16, while the positive
+    similarity, the logits and the cross-entropy stay float32.
     """
     logits = info_nce_logits(query.float(), key.float(), queue.float(), temperature)
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)

@@ -1,7 +1,7 @@
 """The CCRL training loop: stores in, ``RUN_DIR/model.pt`` out, resumable from checkpoints.
 
-One file of ~360 lines on purpose: the loop and its per-epoch evaluation and metrics log share the
-run's state; checkpoints and RNG state are in ``checkpoint``.
+What the loop reports (periodic K-means evaluation, ``metrics.csv``) is in ``monitor``;
+checkpoints and RNG state are in ``checkpoint``.
 
 One code path for every layout: one CPU process, one GPU, DataParallel over several GPUs (the
 backbones are wrapped; weights, momentum update and queue stay in the ``CCRL`` module), or
@@ -12,7 +12,6 @@ run stopped and resumed from a checkpoint repeats an uninterrupted one exactly o
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +28,17 @@ from wsi_ccrl.ccrl.checkpoint import CHECKPOINT, cpu_state, load_checkpoint, sav
 from wsi_ccrl.ccrl.data import CellCrops, load_eval_set, open_stores
 from wsi_ccrl.ccrl.model import CCRL
 from wsi_ccrl.ccrl.model_io import save_model
+from wsi_ccrl.ccrl.monitor import METRICS, evaluate, log_epoch, tensorboard, trim_metrics
 from wsi_ccrl.ccrl.schedule import cosine_schedule
 from wsi_ccrl.config import TrainConfig, dump_yaml, to_dict
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
-from wsi_ccrl.runtime import atomic_write, resolve_device
+from wsi_ccrl.runtime import resolve_device
 
 log = get_logger(__name__)
 
 MODEL = "model.pt"
-METRICS = "metrics.csv"
 CONFIG = "config.yaml"
-METRIC_FIELDS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds", "ami", "ari", "purity")
 
 
 @dataclass
@@ -147,7 +145,7 @@ def _train(
     distributed.barrier()
     if env.is_main:
         dump_yaml("train", cfg, out_dir / CONFIG)
-        _trim_metrics(out_dir / METRICS, step)
+        trim_metrics(out_dir / METRICS, step)
 
     runner: nn.Module = model
     if env.distributed:
@@ -158,7 +156,7 @@ def _train(
         log.info("DataParallel over GPUs %s", place.gpu_ids)
 
     eval_set = load_eval_set(opened, cfg.eval_max_cells, cfg.seed) if env.is_main else None
-    writer = _tensorboard(out_dir) if env.is_main else None
+    writer = tensorboard(out_dir) if env.is_main else None
     if env.is_main:
         log.info(
             "training on %d cells from %d store(s): %d epochs x %d steps of %d on %s, "
@@ -217,7 +215,7 @@ def _train(
         if eval_set is not None and (due_eval or finished):
             row.update(evaluate(model, eval_set, cfg, device))
         if env.is_main:
-            _log_epoch(row, cfg.epochs, out_dir / METRICS, writer)
+            log_epoch(row, cfg.epochs, out_dir / METRICS, writer)
         if finished or (epoch_done and done_epochs % cfg.checkpoint_every == 0):
             distributed.broadcast_buffers(model)
             if env.is_main:
@@ -297,68 +295,3 @@ def train_step(
     loss.backward()
     optimizer.step()
     return loss.detach()
-
-
-# --------------------------------------------------------------------------- evaluation
-def evaluate(
-    model: CCRL, eval_set: tuple[np.ndarray, np.ndarray], cfg: TrainConfig, device: torch.device
-) -> dict[str, float]:
-    """K-means (k = number of classes) of momentum-encoder embeddings vs ``gt_class``."""
-    from sklearn.cluster import KMeans
-
-    from wsi_ccrl.bench.metrics import cluster_metrics
-    from wsi_ccrl.label.embed import embed_crops
-
-    crops, labels = eval_set
-    feats = embed_crops(model.backbone_k, crops, min(cfg.batch_size, 1024), device)
-    model.train()  # embed_crops switched the key backbone to eval mode
-    k = len(np.unique(labels))
-    if k < 2 or not np.isfinite(feats).all():
-        return {}
-    pred = KMeans(n_clusters=k, n_init=3, random_state=cfg.seed).fit_predict(feats)
-    return cluster_metrics(labels, pred)
-
-
-def _log_epoch(row: dict[str, Any], epochs: int, path: Path, writer) -> None:
-    scores = "".join(f" {k} {row[k]:.3f}" for k in ("ami", "ari", "purity") if k in row)
-    log.info(
-        "epoch %s/%d step %d: loss %.4f lr %.2e %.0f img/s%s",
-        row["epoch"],
-        epochs,
-        row["step"],
-        row["loss"],
-        row["lr"],
-        row["images_per_s"],
-        scores,
-    )
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        out = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
-        if new:
-            out.writeheader()
-        out.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
-    if writer is not None:
-        for key, value in row.items():
-            if key not in ("epoch", "step"):
-                writer.add_scalar(f"train/{key}", value, row["step"])
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint being resumed (they will be logged again)."""
-    if not path.exists():
-        return
-    with path.open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
-    with atomic_write(path) as tmp, tmp.open("w", newline="") as fh:
-        out = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
-        out.writeheader()
-        out.writerows(rows)
-
-
-def _tensorboard(out_dir: Path):
-    """A SummaryWriter when TensorBoard is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out_dir / "tensorboard"))

@@ -155,9 +155,13 @@ def run_phase(phase: str, store: str, args: argparse.Namespace) -> dict:
         if args.device == "cuda":
             torch.cuda.synchronize()
     elif phase == "kmeans-fit":
-        fit_stores(KMeansModel(8, seed=0, backend="sklearn"), [s], args.fit_sample, seed=0)
+        fit_stores(
+            KMeansModel(8, seed=0, backend="sklearn", features="raw"), [s], args.fit_sample, seed=0
+        )
     elif phase == "kmeans-predict":
-        km = KMeansModel(8, seed=0).fit(np.asarray(s["embedding"][:1000], np.float32))
+        km = KMeansModel(8, seed=0, features="raw").fit(
+            np.asarray(s["embedding"][:1000], np.float32)
+        )
         t0 = time.perf_counter()
         predict_store(km, s)
     elif phase.startswith("export:"):  # export:<files>[:simplify]

@@ -74,6 +74,7 @@ def tile10_cells(tmp_path_factory):
     store = write_benchmark_store(
         tmp_path_factory.mktemp("tile10") / "cells.zarr", consep.iter_tiles(images, "merged4"),
         [p.name for p in images], {"dataset": "consep"}, window_scale=2.0, crop_size=32,
+        min_window=8.0,
     )  # fmt: skip
     return load_cells(store)
 

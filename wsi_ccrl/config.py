@@ -12,8 +12,10 @@ This module imports no heavy library: the CLI loads it before deciding what else
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -482,6 +484,13 @@ def to_dict(cfg) -> dict[str, Any]:
         return v
 
     return plain(dataclasses.asdict(cfg))
+
+
+def settings_for(fn: Callable[..., Any], cfg: Any) -> dict[str, Any]:
+    """The settings of ``cfg`` that ``fn`` takes, matched by name: a class whose parameters are
+    named as the config's fields is built from it as ``cls(**settings_for(cls, cfg))``."""
+    params = inspect.signature(fn).parameters
+    return {name: getattr(cfg, name) for name in params if hasattr(cfg, name)}
 
 
 def dump_yaml(section: str, cfg, path: str | Path) -> None:

@@ -23,7 +23,7 @@ def blobs(n_per=60, k=3, dim=16, seed=0):
 
 def test_fit_returns_self_and_finds_blobs():
     x, truth = blobs()
-    km = KMeansModel(3, seed=0, backend="sklearn")
+    km = KMeansModel(3, seed=0, backend="sklearn", features="raw")
     assert km.fit(x) is km
     assert km.cluster_centers_.shape == (3, 16) and km.cluster_centers_.dtype == np.float32
     assert (km.n_features_in_, km.n_fit_, km.backend_) == (16, 180, "sklearn")
@@ -36,7 +36,7 @@ def test_fit_returns_self_and_finds_blobs():
 
 def test_predict_is_the_nearest_centroid():
     x, _ = blobs(seed=1)
-    km = KMeansModel(4, seed=0, backend="sklearn").fit(x)
+    km = KMeansModel(4, seed=0, backend="sklearn", features="raw").fit(x)
     d = np.linalg.norm(x[:, None, :].astype(np.float64) - km.cluster_centers_[None], axis=2)
     labels, dist = km.predict(x)
     np.testing.assert_array_equal(labels, d.argmin(1))

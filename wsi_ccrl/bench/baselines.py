@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_ccrl.bench.datasets.common import CellSet
+from wsi_ccrl.config import BenchmarkConfig
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.contours import polygon_edges, polygon_moments
 from wsi_ccrl.log import get_logger
@@ -361,7 +362,12 @@ class ImageNet:
         return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
 
-def make_baseline(name: str, seed: int = 0, imagenet_size: int = 224, device: str = "cpu"):
+def make_baseline(
+    name: str,
+    seed: int = 0,
+    imagenet_size: int = BenchmarkConfig.imagenet_size,
+    device: str = "cpu",
+):
     """A fresh, unfitted baseline by name."""
     if name == "morphological":
         return Morphological()

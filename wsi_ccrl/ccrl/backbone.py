@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wsi_ccrl.config import TrainConfig
+
 STEMS = ("small", "imagenet")
 
 
@@ -41,7 +43,7 @@ class PreActResNet18(nn.Module):
 
     feature_dim = 512
 
-    def __init__(self, stem: str = "small"):
+    def __init__(self, stem: str = TrainConfig.stem):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")

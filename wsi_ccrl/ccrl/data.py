@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_ccrl.config import TrainConfig
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.store import CellStore, drop_empty
 
@@ -65,7 +66,7 @@ class CellCrops:
     def __init__(
         self,
         stores: list[CellStore],
-        in_memory_max_cells: int = 2_000_000,
+        in_memory_max_cells: int = TrainConfig.in_memory_max_cells,
         buffer_chunks: int = 8,
         prefetch: int = 2,
     ):

@@ -9,7 +9,6 @@ the same everywhere). No ``.cuda()`` calls: everything follows the input's devic
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from wsi_ccrl.ccrl import distributed
 from wsi_ccrl.ccrl.backbone import PreActResNet18
 from wsi_ccrl.ccrl.heads import mlp_head
 from wsi_ccrl.ccrl.losses import info_nce
-from wsi_ccrl.config import TrainConfig
+from wsi_ccrl.config import TrainConfig, settings_for
 
 
 class CCRL(nn.Module):
@@ -67,19 +66,9 @@ class CCRL(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     @classmethod
-    def from_config(cls, cfg: Any) -> CCRL:
-        """Build from a ``TrainConfig``."""
-        return cls(
-            stem=cfg.stem,
-            proj_hidden=cfg.proj_hidden,
-            proj_dim=cfg.proj_dim,
-            pred_hidden=cfg.pred_hidden,
-            use_predictor=cfg.use_predictor,
-            queue_size=cfg.queue_size,
-            temperature=cfg.temperature,
-            momentum=cfg.momentum,
-            shuffle_bn=cfg.shuffle_bn,
-        )
+    def from_config(cls, cfg: TrainConfig) -> CCRL:
+        """Build from a ``TrainConfig`` (every argument above is the field of that name)."""
+        return cls(**settings_for(cls, cfg))
 
     # ------------------------------------------------------------------ momentum
     def query_parameters(self) -> list[nn.Parameter]:

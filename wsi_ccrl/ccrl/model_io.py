@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from wsi_ccrl.ccrl.backbone import PreActResNet18
+from wsi_ccrl.config import LabelConfig
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.runtime import atomic_save_torch, read_torch_file
 
@@ -75,7 +76,7 @@ def load_checked(path: str | Path, fmt: str, what: str, hint: str) -> dict[str, 
 
 
 def load_backbone(
-    path: str | Path, encoder: str = "momentum", device: str | torch.device = "cpu"
+    path: str | Path, encoder: str = LabelConfig.encoder, device: str | torch.device = "cpu"
 ) -> tuple[PreActResNet18, dict[str, Any]]:
     """The chosen backbone in eval mode, and the payload's metadata (config, crop_size, ...)."""
     if encoder not in ENCODERS:

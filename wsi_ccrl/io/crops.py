@@ -25,9 +25,7 @@ CROP_RULE = (
 )
 
 
-def crop_windows(
-    bbox: np.ndarray, window_scale: float = 2.0, min_window: float = 16.0
-) -> np.ndarray:
+def crop_windows(bbox: np.ndarray, window_scale: float, min_window: float) -> np.ndarray:
     """Square windows (x0, y0, x1, y1), float, centred on each nucleus box.
 
     Args:

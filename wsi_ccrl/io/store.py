@@ -36,6 +36,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.contours import CellRows, column
 from wsi_ccrl.io.store_lock import StoreLock
@@ -201,7 +202,7 @@ class CellStoreWriter:
         path: str | Path,
         crop_size: int,
         attrs: dict[str, Any],
-        chunk_cells: int = 4096,
+        chunk_cells: int = SegmentConfig.chunk_cells,
         overwrite: bool = False,
         lock: StoreLock | None = None,
     ):

@@ -44,10 +44,9 @@ class KMeansModel:
         minibatch_above: samples larger than this are fitted with ``MiniBatchKMeans``.
         n_init: initialisations for the full ``KMeans`` (best inertia is kept).
         features: how embeddings become K-means features (``features``); the fitted map is part
-            of the model, applied in ``predict`` and saved with the centroids. ``raw``
-            (none) unless asked: ``label`` passes its config's ``features``.
+            of the model, applied in ``predict`` and saved with the centroids.
 
-    Other defaults are ``LabelConfig``'s, the one place they are set.
+    Defaults are ``LabelConfig``'s, the one place they are set.
 
     Learned attributes: ``cluster_centers_`` (k, D) float32, ``n_features_in_``, ``inertia_``,
     ``n_fit_`` (rows fitted on), ``backend_``; ``info_`` holds provenance saved with the model.
@@ -60,7 +59,7 @@ class KMeansModel:
         backend: str = LabelConfig.kmeans_backend,
         minibatch_above: int = LabelConfig.kmeans_minibatch_above,
         n_init: int = LabelConfig.kmeans_n_init,
-        features: str = "raw",
+        features: str = LabelConfig.features,
     ):
         if k < 1:
             raise WsiCcrlError(f"k must be at least 1, got {k}")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from wsi_ccrl.config import LabelConfig
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.runtime import resolve_device
@@ -26,7 +27,7 @@ log = get_logger(__name__)
 def embed_crops(
     backbone: nn.Module,
     crops: np.ndarray,
-    batch_size: int = 1024,
+    batch_size: int = LabelConfig.batch_size,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Features of every crop.
@@ -70,8 +71,8 @@ def parallel_backbone(backbone: nn.Module, device: torch.device) -> nn.Module:
 def embed_store(
     store,
     backbone: nn.Module,
-    batch_size: int = 1024,
-    device: str | torch.device = "auto",
+    batch_size: int = LabelConfig.batch_size,
+    device: str | torch.device = LabelConfig.device,
     column: str = "embedding",
 ):
     """Embed every crop of ``store`` (a writable CellStore) into its ``column`` (float16, N × D).

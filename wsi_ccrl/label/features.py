@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsi_ccrl.config import LabelConfig
+
 FEATURES = ("raw", "l2", "whiten")
 
 
@@ -28,7 +30,7 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 class FeatureSpace:
     """A fitted embedding → K-means feature map (see the module docstring for ``how``)."""
 
-    how: str = "l2"
+    how: str = LabelConfig.features
     dims: int = 64
     mean: np.ndarray | None = None
     projection: np.ndarray | None = None  # (D, dims): PCA components / sqrt(eigenvalue)

@@ -79,7 +79,7 @@ class EmbeddedSegmenter(Segmenter):
     def __init__(
         self,
         weights: str | Path | None = None,
-        device: str = "auto",
+        device: str = SegmentConfig.device,
         postprocess: PostprocessConfig | None = None,
         max_pixels: int = 1 << 22,
         stain_normalize: bool = True,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ccrl.config import SegmentConfig
+from wsi_ccrl.config import SegmentConfig, settings_for
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.io.contours import polygon_area_centroid, polygon_edges
 from wsi_ccrl.log import get_logger
@@ -91,11 +91,11 @@ class HoVerNetSegmenter(Segmenter):
 
     def __init__(
         self,
-        model: str = "hovernet_fast-pannuke",
-        weights: str | Path | None = None,
-        device: str = "auto",
-        batch_size: int = 8,
-        offline: bool = False,
+        model: str = SegmentConfig.model,
+        weights: str | Path | None = SegmentConfig.weights,
+        device: str = SegmentConfig.device,
+        batch_size: int = SegmentConfig.batch_size,
+        offline: bool = SegmentConfig.offline,
     ):
         models = _hovernet_models()
         if model not in models:
@@ -323,10 +323,4 @@ def _lattice_polygon_pixels(xy: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 @register("hovernet")
 def _build(cfg: SegmentConfig) -> HoVerNetSegmenter:
-    return HoVerNetSegmenter(
-        model=cfg.model,
-        weights=cfg.weights,
-        device=cfg.device,
-        batch_size=cfg.batch_size,
-        offline=cfg.offline,
-    )
+    return HoVerNetSegmenter(**settings_for(HoVerNetSegmenter, cfg))

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.io.contours import CellRows, column
 from wsi_ccrl.io.crops import CROP_RULE, crops_in_image
 from wsi_ccrl.io.store import CellBatch, CellStore, CellStoreWriter, final_path
@@ -110,15 +111,16 @@ def write_store(
     attrs: dict[str, Any],
     window_scale: float,
     crop_size: int,
-    min_window: float = 8.0,
-    chunk_cells: int = 4096,
+    min_window: float,
+    chunk_cells: int = SegmentConfig.chunk_cells,
 ) -> CellStore:
     """Write every tile's labelled nuclei to a finished store (an existing one is replaced).
 
     Args:
         tiles: the tiles, in the order of ``tile_names`` (the ``tile`` column indexes it).
         attrs: dataset description (``dataset``, ``classes``, ``split`` ...), stored as attrs.
-        window_scale: window side / the nucleus box's longer side; ``crop_size``: output side.
+        window_scale: window side / the nucleus box's longer side; ``crop_size``: output side;
+            ``min_window``: the smallest window side, pixels (``BenchmarkConfig.min_window``).
     """
     from tqdm import tqdm
 

@@ -39,7 +39,7 @@ def demo(
 ) -> None:
     """Segment the sample slide, train CCRL on its cells, label them and export QuPath overlays."""
     from wsi_ccrl.demo import run_demo
-    from wsi_ccrl.io.slide import parse_roi
+    from wsi_ccrl.io.tiles import parse_roi
     from wsi_ccrl.resources import sample_slide
 
     started = time.perf_counter()

@@ -71,7 +71,7 @@ def segment(
 ) -> None:
     """Segment every nucleus of SLIDE... (slides, plain images, folders of them, or text files
     listing one per line)."""
-    from wsi_ccrl.io.slide import parse_roi
+    from wsi_ccrl.io.tiles import parse_roi
 
     cfg = load_config(
         "segment",
@@ -91,7 +91,8 @@ def segment(
     )
     from wsi_ccrl.config import dump_yaml
     from wsi_ccrl.errors import WsiCcrlError
-    from wsi_ccrl.segment.pipeline import ensure_writable, parse_shard, segment_slides
+    from wsi_ccrl.segment.cohort import parse_shard, segment_slides
+    from wsi_ccrl.segment.pipeline import ensure_writable
 
     shard_ = parse_shard(shard)
     ensure_writable(out_dir)

@@ -16,8 +16,9 @@ from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.slide import Slide, write_pyramidal_tiff
 from wsi_ccrl.io.store import CellStore
+from wsi_ccrl.segment.cohort import expand_slide_inputs, segment_slides
 from wsi_ccrl.segment.evaluate import DetectionScore, detection_score
-from wsi_ccrl.segment.pipeline import expand_slide_inputs, segment_slide, segment_slides
+from wsi_ccrl.segment.pipeline import segment_slide
 
 NAME = "TCGA-NH-A8F7-01A-01-TS1"
 IMAGE = np.asarray(Image.open(MONUSEG / "Images" / f"{NAME}.png").convert("RGB"))  # 400 x 512

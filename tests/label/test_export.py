@@ -16,8 +16,8 @@ from shapely.geometry import shape
 
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.io.contours import SEGMENT_CONTOURS
-from wsi_ccrl.io.slide import plan_tiles
 from wsi_ccrl.io.store import CellBatch, CellStore, CellStoreWriter
+from wsi_ccrl.io.tiles import plan_tiles
 from wsi_ccrl.label.export import cell_uuids, export_store, write_geojson
 from wsi_ccrl.label.palette import cluster_styles
 from wsi_ccrl.segment.base import nuclei_from_labels

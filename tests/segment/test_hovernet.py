@@ -11,7 +11,8 @@ from conftest import SAMPLE_SLIDE
 
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
-from wsi_ccrl.io.slide import Slide, plan_tiles
+from wsi_ccrl.io.slide import Slide
+from wsi_ccrl.io.tiles import plan_tiles
 from wsi_ccrl.segment import build_segmenter
 from wsi_ccrl.segment.hovernet import (
     HoVerNetSegmenter,

@@ -1,6 +1,6 @@
 """The cell store: one zarr v3 group per slide (or dataset), one row per cell.
 
-One file of ~460 lines on purpose: the layout, the writer (append, resume, finalise) and the reader
+One file of ~430 lines on purpose: the layout, the writer (append, resume, finalise) and the reader
 of one format belong together.
 
 Layout (``SCHEMA_VERSION`` 1), all arrays chunked along cells and Zstd-compressed:
@@ -38,7 +38,7 @@ from zarr.codecs import BloscCodec
 
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import WsiCcrlError
-from wsi_ccrl.io.contours import CellRows, column
+from wsi_ccrl.io.cellrows import CellRows, column
 from wsi_ccrl.io.store_lock import StoreLock
 from wsi_ccrl.log import get_logger
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from wsi_ccrl.io.contours import CellRows, column
+from wsi_ccrl.io.cellrows import CellRows, column
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ccrl.config import SegmentConfig
-from wsi_ccrl.io.contours import CellRows, column
+from wsi_ccrl.io.cellrows import CellRows, column
 from wsi_ccrl.io.crops import CROP_RULE, crops_in_image
 from wsi_ccrl.io.store import CellBatch, CellStore, CellStoreWriter, final_path
 from wsi_ccrl.log import get_logger, progress_enabled

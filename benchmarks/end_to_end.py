@@ -136,6 +136,7 @@ def run(args) -> dict:
     from wsi_ccrl.bench import protocol as bm
     from wsi_ccrl.bench.baselines import imagenet_missing_message, make_baseline
     from wsi_ccrl.bench.datasets.common import load_cells
+    from wsi_ccrl.bench.report import machine_info
     from wsi_ccrl.config import load_section, to_dict
     from wsi_ccrl.io.store import CellStore
     from wsi_ccrl.label.features import FeatureSpace
@@ -223,7 +224,7 @@ def run(args) -> dict:
         detection={"train": counts["train"], "validation": counts["test"]},
         n_train_fit_cells=len(train_cells),
         config=to_dict(cfg),
-        machine=bm.machine_info(device),
+        machine=machine_info(device),
         command=shlex.join(["python", *sys.argv]),
         total_seconds=round(time.time() - t_start, 1),
     )
@@ -235,7 +236,7 @@ def _pm(stat: dict) -> str:
 
 
 def format_table(r: dict) -> str:
-    from wsi_ccrl.bench.protocol import LABELS
+    from wsi_ccrl.bench.report import LABELS
     from wsi_ccrl.segment.evaluate import DetectionScore
 
     cfg, train, m = r["config"], r["config"]["train"], r["machine"]

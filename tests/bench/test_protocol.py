@@ -11,7 +11,7 @@ import pytest
 from conftest import CONFIGS
 from conftest import CONSEP_PATCHES as PATCHES
 
-from wsi_ccrl.bench import protocol
+from wsi_ccrl.bench import protocol, report
 from wsi_ccrl.errors import ConfigError
 
 
@@ -117,7 +117,7 @@ def test_split_auto_is_official_with_a_test_folder(tmp_path):
 
 
 def test_ranges():
-    assert protocol._ranges([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7–8"
+    assert report.ranges([1, 2, 3, 5, 7, 8]) == "1–3, 5, 7–8"
 
 
 def test_protocol_end_to_end(tmp_path):

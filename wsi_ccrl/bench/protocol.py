@@ -1,7 +1,7 @@
-"""The paper's evaluation protocol on CoNSeP / NuCLS, and its table.
+"""The paper's evaluation protocol on CoNSeP / NuCLS (its table is ``report``'s).
 
-One file of ~510 lines on purpose: the protocol's steps (stores, features per model, K-means
-scores, table) are each short and read in order as one protocol.
+One file of ~380 lines on purpose: the protocol's steps (stores, features per model, K-means
+scores, the run) are each short and read in order as one protocol.
 
 1. The dataset's ground-truth nuclei become two cell stores (train, test) with ``gt_class``.
 2. Every model turns cells into features: CCRL trained on the train split without labels (and its
@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from wsi_ccrl.bench.report import PAPER, format_table, machine_info, ranges
 from wsi_ccrl.config import (
     BENCHMARK_MODELS,
     BenchmarkConfig,
@@ -51,40 +50,6 @@ CCRL_VARIANTS = {  # model -> (training run, encoder)
     "ccrl_query_encoder": ("ccrl", "query"),
     "ccrl_no_local_global": ("no_local_global", "momentum"),
     "ccrl_no_predictor": ("no_predictor", "momentum"),
-}
-LABELS = {
-    "ccrl": "CCRL",
-    "ccrl_no_local_global": "CCRL w/o local–global",
-    "ccrl_query_encoder": "CCRL w/o ensembling (query encoder)",
-    "ccrl_no_predictor": "CCRL w/o prediction head",
-    "morphological": "Morphological features",
-    "manual": "Manual features (SIFT + LBP)",
-    "raw_pixels": "Raw pixels (PCA)",
-    "imagenet": "ImageNet pre-trained ResNet18",
-    "dcae": "Conv. auto-encoder (DCAE)",
-    "infogan": "InfoGAN",
-}
-# ../shared/CCRL.md, Tables 2 and 3 (AMI, ARI, Purity in %)
-PAPER = {
-    "consep": {
-        "imagenet": (7.3, 7.0, 42.7),
-        "morphological": (12.7, 1.3, 48.8),
-        "manual": (9.5, 6.4, 45.5),
-        "dcae": (10.1, 7.3, 50.5),
-        "infogan": (14.8, 15.7, 58.4),
-        "ccrl": (24.2, 21.7, 51.8),
-    },
-    "nucls": {
-        "imagenet": (9.3, 7.8, 56.7),
-        "morphological": (21.1, 18.8, 66.1),
-        "manual": (11.25, 7.8, 56.2),
-        "dcae": (8.3, 7.2, 56.8),
-        "infogan": (14.0, 12.6, 62.0),
-        "ccrl": (22.8, 24.0, 68.3),
-        "ccrl_no_local_global": (21.9, 20.4, 69.7),
-        "ccrl_query_encoder": (21.1, 19.2, 67.2),
-        "ccrl_no_predictor": (22.0, 20.9, 68.1),
-    },
 }
 
 
@@ -128,7 +93,7 @@ def resolve_split(data_dir: str | Path, cfg: BenchmarkConfig) -> BenchmarkConfig
 def evaluated_split(cfg: BenchmarkConfig) -> str:
     """What the scores are measured on: the official test split, or validation tiles of Train."""
     if cfg.split == "tiles":
-        return f"validation (tiles {_ranges(list(cfg.test_tiles))} of Train, held out by tile)"
+        return f"validation (tiles {ranges(list(cfg.test_tiles))} of Train, held out by tile)"
     return "test (the official Test split)"
 
 
@@ -409,104 +374,3 @@ def run_benchmark(
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(out_dir / "results.md", format_table(results))
     return results
-
-
-def machine_info(device: str) -> dict[str, Any]:
-    import torch
-
-    info = {
-        "processor": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "device": device,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-# --------------------------------------------------------------------------- the table
-def _pm(stat: dict[str, float]) -> str:
-    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """Markdown: both protocols per model, and the paper's Table 2/3 numbers beside them."""
-    ds = results["dataset"]
-    cfg = results["config"]
-    train = cfg["train"]
-    paper = results["paper"]
-    lines = [
-        f"# wsi-ccrl benchmark — {ds}"
-        + (f" (profile: {results['profile']})" if results["profile"] else ""),
-        "",
-        f"Classes ({len(results['classes'])}): {', '.join(results['classes'])}; "
-        f"evaluated class counts {results['class_counts_test']}.",
-        f"**Evaluated on: {results.get('evaluated_split', 'test')}.** Hyper-parameters of the "
-        "profiles were chosen on the validation tiles of Train only (BENCHMARKS.md, CCRL "
-        "ablation); an official Test split is never used to choose anything.",
-        "",
-        f"Cells: {results['n_train_cells']} train ({results['n_train_fit_cells']} used to fit "
-        f"K-means and the baselines), {results['n_test_cells']} of {results['n_test_cells_total']} "
-        f"evaluated. Split: {cfg['split']}"
-        + (
-            f" (train tiles {_ranges(cfg['train_tiles'])}, validation tiles "
-            f"{_ranges(cfg['test_tiles'])})"
-            if cfg["split"] == "tiles"
-            else ""
-        )
-        + f"; class scheme {cfg['class_scheme'] if ds == 'consep' else 'nucls-5'}; crops "
-        f"{cfg['crop_size']} px, window scale {cfg['window_scale']}.",
-        f"K-means k = {len(results['classes'])}, seeds {results['seeds']}; CCRL training seeds "
-        f"{results['train_seeds']}: {train['epochs']} epochs"
-        + (f" (max {train['max_steps']} steps)" if train.get("max_steps") else "")
-        + f", batch {train['batch_size']}, lr {train['lr']}, queue {train['queue_size']}, "
-        f"momentum {train['momentum']}, temperature {train['temperature']}, stem {train['stem']}.",
-        "Values in %, mean ± std over seeds. Paper: Nakhli et al., Tables 2–3 (full data, 500 "
-        "epochs, GPU; protocol not stated in the paper).",
-        "",
-        "| model | train→test AMI | ARI | Purity | standalone AMI | ARI | Purity "
-        "| paper AMI | ARI | Purity | time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for model, res in results["models"].items():
-        a, b = res["summary"]["train_to_test"], res["summary"]["standalone"]
-        p = paper.get(model)
-        ptxt = " | ".join(f"{v:g}" for v in p) if p else "– | – | –"
-        lines.append(
-            f"| {LABELS[model]} | {_pm(a['ami'])} | {_pm(a['ari'])} | {_pm(a['purity'])} "
-            f"| {_pm(b['ami'])} | {_pm(b['ari'])} | {_pm(b['purity'])} | {ptxt} "
-            f"| {results['timings_s'][model]:g} |"
-        )
-    for model in results["skipped"]:  # still a row of Table 2: the paper's numbers beside it
-        p = paper.get(model)
-        ptxt = " | ".join(f"{v:g}" for v in p) if p else "– | – | –"
-        lines.append(f"| {LABELS[model]} (not run, see below) | – | – | – | – | – | – | {ptxt} | |")
-    for why in results["skipped"].values():
-        lines.append(f"\n{why}")
-    m = results["machine"]
-    lines += [
-        "",
-        f"Machine: {m['processor']}, {m['cores']} cores, torch {m['torch']}, device "
-        f"{m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''}; {m['date']}; total "
-        f"{results['total_seconds']:g} s.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _ranges(values: list[int]) -> str:
-    """[1, 2, 3, 5] -> '1–3, 5'."""
-    values = sorted(values)
-    if not values:
-        return "–"
-    parts, start, prev = [], values[0], values[0]
-    for v in values[1:] + [None]:
-        if v is not None and v == prev + 1:
-            prev = v
-            continue
-        parts.append(f"{start}–{prev}" if prev > start else f"{start}")
-        if v is not None:
-            start = prev = v
-    return ", ".join(parts)

@@ -1,6 +1,6 @@
 """Frozen, validated configs loaded from YAML.
 
-One file of ~490 lines on purpose: every command's dataclass beside the one loader and type check
+One file of ~500 lines on purpose: every command's dataclass beside the one loader and type check
 they share, so each setting and its default are found in one place.
 
 A config file has one section per command (``segment``, ``train``, ``label``, ``benchmark``); a file
@@ -210,7 +210,9 @@ class LabelConfig:
     device: str = "auto"
     export: tuple[str, ...] = ("geojson",)  # geojson | csv
     compress: bool | None = None  # gzip the GeoJSON; None: only above 100,000 cells
-    simplify: float = 0.5  # outline tolerance, pixels of the segmenter (0: exact pixel edges)
+    # Douglas-Peucker tolerance of the outlines, pixels of the segmenter (0: exact pixel edges;
+    # 0.5 keeps the area within 1 %, benchmarks/overlay_geometry.py)
+    simplify: float = 0.5
     gallery_per_cluster: int = 16
     overview_max_side: int = 2048
     gallery_tile: int = 64  # side of each crop in the gallery picture, pixels

@@ -18,7 +18,7 @@ from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.io.contours import SEGMENT_CONTOURS
 from wsi_ccrl.io.store import CellBatch, CellStore, CellStoreWriter
 from wsi_ccrl.io.tiles import plan_tiles
-from wsi_ccrl.label.export import cell_uuids, export_store, write_geojson
+from wsi_ccrl.label.export import cell_uuids, export_store
 from wsi_ccrl.label.palette import cluster_styles
 from wsi_ccrl.segment.base import nuclei_from_labels
 from wsi_ccrl.segment.pipeline import tile_cells
@@ -185,7 +185,7 @@ def test_reruns_chunks_and_gzip_give_the_same_bytes(tmp_path):
     styles = cluster_styles(K)
     a = export_store(store, styles, tmp_path / "a.geojson", tmp_path / "a.csv", chunk_cells=64)
     b = export_store(store, styles, tmp_path / "b.geojson", tmp_path / "b.csv", chunk_cells=13)
-    c = write_geojson(store, styles, tmp_path / "c.geojson.gz", compress=True, chunk_cells=40)
+    c = export_store(store, styles, tmp_path / "c.geojson.gz", compress=True, chunk_cells=40)
     assert a == b and a["bytes"] == c["bytes"] > 0
     data = (tmp_path / "a.geojson").read_bytes()
     assert (tmp_path / "b.geojson").read_bytes() == data

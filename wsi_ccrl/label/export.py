@@ -1,6 +1,6 @@
 """Per-slide exports, written in one streamed pass: GeoJSON that QuPath imports, and a CSV.
 
-One file of ~450 lines on purpose: one streamed pass writes both formats from the same chunks of
+One file of ~430 lines on purpose: one streamed pass writes both formats from the same chunks of
 rows.
 
 The GeoJSON follows QuPath's reader (qupath-core ``PathObjectTypeAdapters``, ``GsonTools``,
@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from wsi_ccrl.config import LabelConfig
 from wsi_ccrl.io.contours import legacy_shift
-from wsi_ccrl.label.overlay import DEFAULT_SIMPLIFY, CellShapes, cell_shapes
+from wsi_ccrl.label.overlay import CellShapes, cell_shapes
 from wsi_ccrl.label.palette import ClusterStyles
 from wsi_ccrl.label.textrows import Rows, point_rows
 from wsi_ccrl.log import get_logger
@@ -318,7 +319,7 @@ def export_store(
     geojson: str | Path | None = None,
     csv: str | Path | None = None,
     compress: bool = False,
-    simplify: float = DEFAULT_SIMPLIFY,
+    simplify: float = LabelConfig.simplify,
     chunk_cells: int = EXPORT_CHUNK_CELLS,
 ) -> dict[str, int]:
     """Stream every cell of a labelled ``store`` to a GeoJSON and/or a CSV file, in one pass.
@@ -426,27 +427,3 @@ def _maybe(path, compress: bool):
         return
     with atomic_binary(Path(path), compress) as stream:
         yield stream
-
-
-def write_geojson(
-    store,
-    styles: ClusterStyles,
-    path: str | Path,
-    compress: bool = False,
-    chunk_cells: int = EXPORT_CHUNK_CELLS,
-    simplify: float = DEFAULT_SIMPLIFY,
-) -> dict[str, int]:
-    """Only the GeoJSON of ``export_store``."""
-    return export_store(store, styles, geojson=path, compress=compress, simplify=simplify,
-                        chunk_cells=chunk_cells)  # fmt: skip
-
-
-def write_csv(
-    store,
-    styles: ClusterStyles,
-    path: str | Path,
-    chunk_cells: int = EXPORT_CHUNK_CELLS,
-    simplify: float = DEFAULT_SIMPLIFY,
-) -> dict[str, int]:
-    """Only the CSV of ``export_store``."""
-    return export_store(store, styles, csv=path, simplify=simplify, chunk_cells=chunk_cells)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from wsi_ccrl.config import LabelConfig
 from wsi_ccrl.io.contours import edge_contours, gather_polygons, ring_neighbours
 from wsi_ccrl.label.overlay_kernels import cut_rings, simplest_rings
 
 GRID = 0.01  # QuPath's precision: coordinates are multiples of 0.01 px
-DEFAULT_SIMPLIFY = 0.5  # Douglas-Peucker tolerance, outline pixels (benchmarks/overlay_geometry.py)
 MAX_AREA_CHANGE = 0.01  # a cell whose simplified area would change more keeps a finer outline
 
 
@@ -57,7 +57,7 @@ def cell_shapes(
     offsets: np.ndarray,
     xy: np.ndarray,
     bbox: np.ndarray,
-    simplify: float = DEFAULT_SIMPLIFY,
+    simplify: float = LabelConfig.simplify,
     pitch: float = 1.0,
     legacy_shift: float = 0.0,
 ) -> CellShapes:

@@ -1,7 +1,7 @@
 """The paper's two generative baselines (Table 2), trained from scratch on the train split's crops.
 
-One file of ~350 lines on purpose: the two generative baselines share their data, progress and
-encoding helpers and the fit/transform interface.
+One file of ~370 lines on purpose: the two generative baselines share their settings, data,
+progress, encoding helpers and the fit/transform interface.
 
 - ``dcae``: a deep convolutional auto-encoder, after the DCAE of Vununu et al. for cell images:
   three 4x4 stride-2 conv blocks (32, 64, 128 channels) to a 64-d linear bottleneck, a mirrored
@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +50,7 @@ from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
 
 log = get_logger(__name__)
+T = TypeVar("T", bound="SeededTraining")
 
 
 # --------------------------------------------------------------------------- shared parts
@@ -115,6 +118,50 @@ def _up(cin: int, cout: int, bn: bool) -> list[nn.Module]:
     return layers + ([nn.BatchNorm2d(cout)] if bn else []) + [nn.ReLU()]
 
 
+@dataclass
+class SeededTraining:
+    """The settings and the fit both generative baselines share: the crops on the device, the
+    networks initialised under ``torch.manual_seed(seed)`` (the caller's RNG restored after),
+    ``steps`` batches drawn by a seeded ``torch.Generator``, a progress bar and the time taken.
+
+    A subclass names itself (``name``) and writes ``_build`` (networks and optimisers for a crop
+    side), ``_step`` (one optimiser step on a uint8 batch; returns the progress bar's numbers) and
+    ``_finish`` (eval mode, a log line).
+    """
+
+    name: ClassVar[str] = ""
+    steps: int = 1000
+    batch_size: int = 64
+    width: int = 32  # channels of the first conv, doubled by each stride-2 conv
+    seed: int = 0
+    device: str = "cpu"
+
+    def fit(self: T, train: CellSet) -> T:
+        x = crops_tensor(train.crops, self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self._build(x.shape[-1])
+        gen = torch.Generator().manual_seed(self.seed)
+        t0, bar = time.perf_counter(), _progress(self.steps, self.name)
+        for idx in batch_indices(len(x), self.batch_size, self.steps, gen):
+            shown = self._step(x[idx.to(self.device)], gen)
+            bar.update()
+            bar.set_postfix(shown, refresh=False)
+        bar.close()
+        self.seconds_ = time.perf_counter() - t0
+        self._finish(len(x))
+        return self
+
+    def _build(self, size: int) -> None:
+        raise NotImplementedError
+
+    def _step(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _finish(self, n_cells: int) -> None:
+        raise NotImplementedError
+
+
 # --------------------------------------------------------------------------- DCAE
 class ConvAutoEncoder(nn.Module):
     """Encoder (S → S/8 in three stride-2 convs, then linear to ``code``) and its mirror image."""
@@ -144,50 +191,35 @@ class ConvAutoEncoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-class DCAE:
+@dataclass
+class DCAE(SeededTraining):
     """Deep convolutional auto-encoder baseline: features are the bottleneck code."""
 
-    name = "dcae"
+    name: ClassVar[str] = "dcae"
+    batch_size: int = 128
+    code: int = 64
+    lr: float = 1e-3
 
-    def __init__(
-        self,
-        steps: int = 1000,
-        batch_size: int = 128,
-        width: int = 32,
-        code: int = 64,
-        lr: float = 1e-3,
-        seed: int = 0,
-        device: str = "cpu",
-    ):
-        self.steps, self.batch_size, self.width, self.code = steps, batch_size, width, code
-        self.lr, self.seed, self.device = lr, seed, device
-
-    def fit(self, train: CellSet) -> DCAE:
-        x = crops_tensor(train.crops, self.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = ConvAutoEncoder(x.shape[-1], self.width, self.code).to(self.device)
-        gen = torch.Generator().manual_seed(self.seed)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+    def _build(self, size: int) -> None:
+        self.net_ = ConvAutoEncoder(size, self.width, self.code).to(self.device)
+        self._opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
         self.losses_: list[float] = []
-        t0, bar = time.perf_counter(), _progress(self.steps, "dcae")
-        for idx in batch_indices(len(x), self.batch_size, self.steps, gen):
-            batch = x[idx.to(self.device)].float() / 255
-            loss = F.mse_loss(net(batch), batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            self.losses_.append(loss.item())
-            bar.update()
-            bar.set_postfix(mse=f"{self.losses_[-1]:.4f}", refresh=False)
-        bar.close()
-        self.seconds_ = time.perf_counter() - t0
-        self.net_ = net.eval()
+
+    def _step(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, str]:
+        x = batch.float() / 255
+        loss = F.mse_loss(self.net_(x), x)
+        self._opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._opt.step()
+        self.losses_.append(loss.item())
+        return {"mse": f"{self.losses_[-1]:.4f}"}
+
+    def _finish(self, n_cells: int) -> None:
+        self.net_.eval()
         log.info(
             "dcae: %d steps of %d on %d cells in %.0f s, final MSE %.4f",
-            self.steps, self.batch_size, len(x), self.seconds_, np.mean(self.losses_[-20:] or [0]),
+            self.steps, self.batch_size, n_cells, self.seconds_, np.mean(self.losses_[-20:] or [0]),
         )  # fmt: skip
-        return self
 
     def reconstruct(self, crops: np.ndarray) -> np.ndarray:
         """(n, 3, S, S) reconstructions in [0, 1] of uint8 (n, S, S, 3) crops."""
@@ -246,29 +278,17 @@ class Discriminator(nn.Module):
         return self.d_head(h).squeeze(1), self.q_head(h)
 
 
-class InfoGAN:
+@dataclass
+class InfoGAN(SeededTraining):
     """InfoGAN baseline: features are the discriminator trunk's last hidden layer (see module)."""
 
-    name = "infogan"
-
-    def __init__(
-        self,
-        steps: int = 1000,
-        batch_size: int = 64,
-        width: int = 32,
-        hidden: int = 128,
-        noise: int = 62,
-        categories: int = 10,
-        continuous: int = 2,
-        info_weight: float = 1.0,
-        continuous_weight: float = 0.1,
-        seed: int = 0,
-        device: str = "cpu",
-    ):
-        self.steps, self.batch_size, self.width, self.hidden = steps, batch_size, width, hidden
-        self.noise, self.categories, self.continuous = noise, categories, continuous
-        self.info_weight, self.continuous_weight = info_weight, continuous_weight
-        self.seed, self.device = seed, device
+    name: ClassVar[str] = "infogan"
+    hidden: int = 128
+    noise: int = 62
+    categories: int = 10
+    continuous: int = 2
+    info_weight: float = 1.0
+    continuous_weight: float = 0.1
 
     def sample_latent(
         self, n: int, generator: torch.Generator
@@ -288,55 +308,48 @@ class InfoGAN:
         nll = 0.5 * (cont - mean).pow(2).sum(1).mean()
         return self.info_weight * (F.cross_entropy(logits, cat) + self.continuous_weight * nll)
 
-    def fit(self, train: CellSet) -> InfoGAN:
-        x = crops_tensor(train.crops, self.device)
-        size = x.shape[-1]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            g = Generator(self.noise + self.categories + self.continuous, size, self.width)
-            d = Discriminator(size, self.width, self.hidden, self.categories + self.continuous)
-        g, d = g.to(self.device), d.to(self.device)
-        opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        bce = F.binary_cross_entropy_with_logits
-        gen = torch.Generator().manual_seed(self.seed)
+    def _build(self, size: int) -> None:
+        codes = self.categories + self.continuous
+        g = Generator(self.noise + codes, size, self.width)
+        d = Discriminator(size, self.width, self.hidden, codes)
+        self.generator_, self.discriminator_ = g.to(self.device), d.to(self.device)
+        self._opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self._opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.history_: list[tuple[float, float, float]] = []  # (D loss, G loss, info loss)
-        t0, bar = time.perf_counter(), _progress(self.steps, "infogan")
-        for idx in batch_indices(len(x), self.batch_size, self.steps, gen):
-            real = x[idx.to(self.device)].float() / 127.5 - 1
-            latent, cat, cont = self.sample_latent(len(idx), gen)
-            fake = g(latent)
-            # discriminator and Q: tell real from fake, recover the fake's codes
-            d_real, _ = d(real)
-            d_fake, q = d(fake.detach())
-            info_d = self.info_loss(q, cat, cont)
-            loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
-            opt_d.zero_grad(set_to_none=True)
-            (loss_d + info_d).backward()
-            opt_d.step()
-            # generator: fool the discriminator and keep the codes recoverable
-            d.requires_grad_(False)
-            d_fake, q = d(fake)
-            info_g = self.info_loss(q, cat, cont)
-            loss_g = bce(d_fake, torch.ones_like(d_fake))
-            opt_g.zero_grad(set_to_none=True)
-            (loss_g + info_g).backward()
-            opt_g.step()
-            d.requires_grad_(True)
-            self.history_.append((loss_d.item(), loss_g.item(), info_g.item()))
-            bar.update()
-            bar.set_postfix(
-                d=f"{self.history_[-1][0]:.2f}", g=f"{self.history_[-1][1]:.2f}", refresh=False
-            )
-        bar.close()
-        self.seconds_ = time.perf_counter() - t0
-        self.generator_, self.discriminator_ = g.eval(), d.eval()
+
+    def _step(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, str]:
+        g, d, bce = self.generator_, self.discriminator_, F.binary_cross_entropy_with_logits
+        real = batch.float() / 127.5 - 1
+        latent, cat, cont = self.sample_latent(len(batch), generator)
+        fake = g(latent)
+        # discriminator and Q: tell real from fake, recover the fake's codes
+        d_real, _ = d(real)
+        d_fake, q = d(fake.detach())
+        info_d = self.info_loss(q, cat, cont)
+        loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        self._opt_d.zero_grad(set_to_none=True)
+        (loss_d + info_d).backward()
+        self._opt_d.step()
+        # generator: fool the discriminator and keep the codes recoverable
+        d.requires_grad_(False)
+        d_fake, q = d(fake)
+        info_g = self.info_loss(q, cat, cont)
+        loss_g = bce(d_fake, torch.ones_like(d_fake))
+        self._opt_g.zero_grad(set_to_none=True)
+        (loss_g + info_g).backward()
+        self._opt_g.step()
+        d.requires_grad_(True)
+        self.history_.append((loss_d.item(), loss_g.item(), info_g.item()))
+        return {"d": f"{self.history_[-1][0]:.2f}", "g": f"{self.history_[-1][1]:.2f}"}
+
+    def _finish(self, n_cells: int) -> None:
+        self.generator_.eval()
+        self.discriminator_.eval()
         tail = np.mean(self.history_[-20:], axis=0) if self.history_ else np.zeros(3)
         log.info(
             "infogan: %d steps of %d on %d cells in %.0f s, final D %.3f G %.3f info %.3f",
-            self.steps, self.batch_size, len(x), self.seconds_, *tail,
+            self.steps, self.batch_size, n_cells, self.seconds_, *tail,
         )  # fmt: skip
-        return self
 
     @torch.no_grad()
     def generate(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

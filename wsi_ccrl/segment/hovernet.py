@@ -1,6 +1,6 @@
 """HoVer-Net (Graham et al. 2019) through TIAToolbox's 2.x engine, on tiles already in memory.
 
-One file of ~340 lines on purpose: one adapter to TIAToolbox's engine (weights check, padding, run,
+One file of ~330 lines on purpose: one adapter to TIAToolbox's engine (weights check, padding, run,
 conversion of its output).
 
 Each tile is padded (reflected) by the model's context margin (input minus output size, halved: 46

@@ -3,8 +3,9 @@
 Each variant is the quick CoNSeP benchmark config (`wsi_ccrl/configs/benchmark-consep-quick.yaml`) with some
 dotted overrides; it trains CCRL once on the train tiles (1–20 of the shared patches' Train) and
 scores the momentum embeddings of the validation tiles (21–27) with every way of turning
-embeddings into K-means features (`wsi_ccrl.features`): AMI / ARI, train→test and standalone, mean
-over 3 K-means seeds. Trained models are cached per variant, so re-running only re-scores.
+embeddings into K-means features (`wsi_ccrl.label.features`): AMI / ARI, train→test and
+standalone, mean over 3 K-means seeds. Trained models are cached per variant, so re-running only
+re-scores.
 
     python benchmarks/ccrl_ablation.py --variants base tau0.1 --out runs/ablation
     python benchmarks/ccrl_ablation.py --list           # the variants and their overrides
@@ -82,7 +83,7 @@ NOT_CONFIG = ("edge", "seed")  # variant keys the script handles itself
 
 
 def load_variant(name: str, extra: dict):
-    from wsi_ccrl.benchmark import load_benchmark_config
+    from wsi_ccrl.bench.protocol import load_benchmark_config
 
     overrides = {k: v for k, v in VARIANTS[name].items() if k not in NOT_CONFIG}
     overrides.update(extra, device="cpu")
@@ -93,11 +94,11 @@ def load_variant(name: str, extra: dict):
 def score_variant(name: str, args) -> list[dict]:
     import dataclasses
 
-    from wsi_ccrl import benchmark as bm
-    from wsi_ccrl.datasets.common import load_cells
-    from wsi_ccrl.features import FEATURES
-    from wsi_ccrl.model_io import load_backbone
-    from wsi_ccrl.store import CellStore
+    from wsi_ccrl.bench import protocol as bm
+    from wsi_ccrl.bench.datasets.common import load_cells
+    from wsi_ccrl.ccrl.model_io import load_backbone
+    from wsi_ccrl.io.store import CellStore
+    from wsi_ccrl.label.features import FEATURES
 
     cfg = bm.resolve_split(args.data_dir, load_variant(name, {}))
     cfg = dataclasses.replace(cfg, seeds=tuple(args.kmeans_seeds))
@@ -148,8 +149,8 @@ def score_variant(name: str, args) -> list[dict]:
 
 
 def score_row(name, encoder, layer, how, seconds, meta, tr_emb, val_emb, y, k, cfg) -> dict:
-    from wsi_ccrl import benchmark as bm
-    from wsi_ccrl.features import FeatureSpace
+    from wsi_ccrl.bench import protocol as bm
+    from wsi_ccrl.label.features import FeatureSpace
 
     space = FeatureSpace(how).fit(tr_emb)
     tr, te = space.transform(tr_emb), space.transform(val_emb)
@@ -173,7 +174,7 @@ def embed_layers(backbone, crops: np.ndarray, layer: str, batch_size: int = 512)
     """Pooled features of layer4 (the backbone's output), layer3, or both concatenated."""
     import torch
 
-    from wsi_ccrl.embed import embed_crops
+    from wsi_ccrl.label.embed import embed_crops
 
     if layer == "layer4":
         return embed_crops(backbone, crops, batch_size)
@@ -219,8 +220,8 @@ def _train_seconds(model: Path) -> float:
 def edge_stats(args) -> str:
     """How many crops of the shared patches' cells would cross an image edge (the old rule filled
     those pixels white), and the share of pure-white pixels in the stored crops now."""
-    from wsi_ccrl.crops import crop_windows
-    from wsi_ccrl.datasets import consep
+    from wsi_ccrl.bench.datasets import consep
+    from wsi_ccrl.io.crops import crop_windows
 
     images = consep.list_images(consep.find_split_dir(args.data_dir, "train"))
     n = crossing = 0
@@ -251,8 +252,8 @@ def edge_stats(args) -> str:
 def shifted_crops():
     """The rejected edge rule, for measuring it: windows shifted inside the image (keeping their
     size) instead of mirrored past its edge."""
-    import wsi_ccrl.datasets.common as common
-    from wsi_ccrl.crops import crop_windows, extract_crops
+    import wsi_ccrl.bench.datasets.common as common
+    from wsi_ccrl.io.crops import crop_windows, extract_crops
 
     def shifted(image, bbox, crop_size, window_scale, min_window):
         h, w = image.shape[:2]
@@ -273,10 +274,10 @@ def edge_compare(args) -> list[str]:
     windows mirrored past the image edge (the rule) vs shifted inside the image."""
     import dataclasses
 
-    from wsi_ccrl import benchmark as bm
-    from wsi_ccrl.baselines import make_baseline
-    from wsi_ccrl.datasets.common import load_cells
-    from wsi_ccrl.store import CellStore
+    from wsi_ccrl.bench import protocol as bm
+    from wsi_ccrl.bench.baselines import make_baseline
+    from wsi_ccrl.bench.datasets.common import load_cells
+    from wsi_ccrl.io.store import CellStore
 
     cfg = bm.resolve_split(args.data_dir, load_variant("base", {}))
     cfg = dataclasses.replace(cfg, seeds=tuple(args.kmeans_seeds))

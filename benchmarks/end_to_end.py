@@ -1,5 +1,5 @@
 """End to end on CoNSeP: cluster scores of the nuclei the bundled segmenter finds, not of the
-ground-truth nuclei that the paper's protocol (``wsi_ccrl.benchmark``) clusters.
+ground-truth nuclei that the paper's protocol (``wsi_ccrl.bench.protocol``) clusters.
 
 Every patch of the train tiles (1–20) and validation tiles (21–27) of the shared CoNSeP patches'
 Train is segmented; detections are paired one-to-one with ground-truth nuclei whose centroid lies
@@ -54,8 +54,8 @@ def parse_sets(items: list[str]) -> dict:
 def detected_tiles(files, seg, scheme: str, radius: float, batch: int, counts: dict):
     """The patches as tiles whose nuclei are the segmenter's detections (pixel-edge frame), each
     with the class of the ground-truth nucleus it matched, -1 for none; ``counts`` adds up."""
-    from wsi_ccrl.datasets.common import GroundTruthTile, Nuclei
-    from wsi_ccrl.datasets.consep import read_tile
+    from wsi_ccrl.bench.datasets.common import GroundTruthNuclei, GroundTruthTile
+    from wsi_ccrl.bench.datasets.consep import read_tile
     from wsi_ccrl.segment.evaluate import match_centroids
 
     for start in range(0, len(files), batch):
@@ -69,7 +69,7 @@ def detected_tiles(files, seg, scheme: str, radius: float, batch: int, counts: d
             counts["detected"] += len(nuc)
             counts["matched"] += len(pred_i)
             counts["classes"] += np.bincount(gt[pred_i], minlength=len(counts["classes"]))
-            det = Nuclei(
+            det = GroundTruthNuclei(
                 centroid=centroid.astype(np.float32),
                 bbox=nuc.bbox.astype(np.int32),
                 area=nuc.area.astype(np.float32),
@@ -82,9 +82,9 @@ def detected_tiles(files, seg, scheme: str, radius: float, batch: int, counts: d
 
 def detection_store(split, files, seg, cfg, work: Path, args) -> tuple[Path, dict]:
     """The store of one split's detections and its detection counts (reused when unchanged)."""
-    from wsi_ccrl import benchmark as bm
-    from wsi_ccrl.datasets.common import store_matches, write_store
-    from wsi_ccrl.datasets.consep import MPP
+    from wsi_ccrl.bench import protocol as bm
+    from wsi_ccrl.bench.datasets.common import store_matches, write_store
+    from wsi_ccrl.bench.datasets.consep import MPP
 
     path, stats = work / "stores" / f"{split}.zarr", work / "stores" / f"{split}-counts.json"
     attrs = {
@@ -122,7 +122,7 @@ def matched_scores(tr, va, y, k: int, cfg) -> dict[str, list[dict[str, float]]]:
     cells with K-means fit on train, and standalone predicts them with K-means fit on all
     validation cells (the labels ``fit_predict`` gives them).
     """
-    from wsi_ccrl.benchmark import cluster_scores
+    from wsi_ccrl.bench.protocol import cluster_scores
 
     m = y >= 0
     fit_on = {"train_to_test": tr, "standalone": va}
@@ -133,14 +133,15 @@ def matched_scores(tr, va, y, k: int, cfg) -> dict[str, list[dict[str, float]]]:
 
 
 def run(args) -> dict:
-    from wsi_ccrl import benchmark as bm
-    from wsi_ccrl.baselines import imagenet_missing_message, make_baseline
+    from wsi_ccrl.bench import protocol as bm
+    from wsi_ccrl.bench.baselines import imagenet_missing_message, make_baseline
+    from wsi_ccrl.bench.datasets.common import load_cells
+    from wsi_ccrl.bench.report import machine_info
     from wsi_ccrl.config import load_section, to_dict
-    from wsi_ccrl.datasets.common import load_cells
-    from wsi_ccrl.features import FeatureSpace
+    from wsi_ccrl.io.store import CellStore
+    from wsi_ccrl.label.features import FeatureSpace
     from wsi_ccrl.runtime import resolve_device
     from wsi_ccrl.segment import build_segmenter
-    from wsi_ccrl.store import CellStore
 
     t_start = time.time()
     cfg = bm.load_benchmark_config(args.config, {"split": "tiles", **parse_sets(args.set)})
@@ -223,7 +224,7 @@ def run(args) -> dict:
         detection={"train": counts["train"], "validation": counts["test"]},
         n_train_fit_cells=len(train_cells),
         config=to_dict(cfg),
-        machine=bm.machine_info(device),
+        machine=machine_info(device),
         command=shlex.join(["python", *sys.argv]),
         total_seconds=round(time.time() - t_start, 1),
     )
@@ -235,7 +236,7 @@ def _pm(stat: dict) -> str:
 
 
 def format_table(r: dict) -> str:
-    from wsi_ccrl.benchmark import LABELS
+    from wsi_ccrl.bench.report import LABELS
     from wsi_ccrl.segment.evaluate import DetectionScore
 
     cfg, train, m = r["config"], r["config"]["train"], r["machine"]

@@ -37,7 +37,7 @@ def nucleus_templates(k: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndar
     """Exact pixel-edge outlines (CSR, centred on 0) of ``k`` random ellipses."""
     import cv2
 
-    from wsi_ccrl.contours import edge_contours
+    from wsi_ccrl.io.contours import edge_contours
 
     rng = np.random.default_rng(seed)
     rings = []
@@ -54,8 +54,8 @@ def nucleus_templates(k: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 def build_store(path: Path, n: int, crop_size: int = 32, chunk: int = 4096, seed: int = 0) -> Path:
     """``n`` cells on a 32 px grid: template outlines, blank crops, 512-d embeddings, clusters."""
-    from wsi_ccrl.contours import SEGMENT_CONTOURS, gather_polygons
-    from wsi_ccrl.store import CellBatch, CellStore, CellStoreWriter
+    from wsi_ccrl.io.contours import SEGMENT_CONTOURS, gather_polygons
+    from wsi_ccrl.io.store import CellBatch, CellStore, CellStoreWriter
 
     rng = np.random.default_rng(seed)
     side = int(np.ceil(np.sqrt(n)))
@@ -107,7 +107,7 @@ def build_store(path: Path, n: int, crop_size: int = 32, chunk: int = 4096, seed
 
 
 def build_crop_store(path: Path, n: int, seed: int = 0) -> Path:
-    from wsi_ccrl.store import CellBatch, CellStoreWriter
+    from wsi_ccrl.io.store import CellBatch, CellStoreWriter
 
     rng = np.random.default_rng(seed)
     writer = CellStoreWriter(path, 32, {"slide": {"mpp": 0.25}}, chunk_cells=1024, overwrite=True)
@@ -135,12 +135,12 @@ def run_phase(phase: str, store: str, args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    from wsi_ccrl.cluster import KMeansModel, fit_stores, predict_store
-    from wsi_ccrl.embed import embed_store
-    from wsi_ccrl.export import export_store
-    from wsi_ccrl.model_io import load_backbone
-    from wsi_ccrl.palette import cluster_styles
-    from wsi_ccrl.store import CellStore
+    from wsi_ccrl.ccrl.model_io import load_backbone
+    from wsi_ccrl.io.store import CellStore
+    from wsi_ccrl.label.cluster import KMeansModel, fit_stores, predict_store
+    from wsi_ccrl.label.embed import embed_store
+    from wsi_ccrl.label.export import export_store
+    from wsi_ccrl.label.palette import cluster_styles
 
     s = CellStore.open(store, mode="r+")
     out = Path(args.work) / "out"
@@ -155,9 +155,13 @@ def run_phase(phase: str, store: str, args: argparse.Namespace) -> dict:
         if args.device == "cuda":
             torch.cuda.synchronize()
     elif phase == "kmeans-fit":
-        fit_stores(KMeansModel(8, seed=0, backend="sklearn"), [s], args.fit_sample, seed=0)
+        fit_stores(
+            KMeansModel(8, seed=0, backend="sklearn", features="raw"), [s], args.fit_sample, seed=0
+        )
     elif phase == "kmeans-predict":
-        km = KMeansModel(8, seed=0).fit(np.asarray(s["embedding"][:1000], np.float32))
+        km = KMeansModel(8, seed=0, features="raw").fit(
+            np.asarray(s["embedding"][:1000], np.float32)
+        )
         t0 = time.perf_counter()
         predict_store(km, s)
     elif phase.startswith("export:"):  # export:<files>[:simplify]
@@ -190,8 +194,8 @@ def run_phase(phase: str, store: str, args: argparse.Namespace) -> dict:
 
 def export_profile(store, out: Path) -> dict[str, float]:
     """CPU µs per cell of each stage of the export, one thread, stage by stage (process time)."""
-    from wsi_ccrl.contours import legacy_shift
-    from wsi_ccrl.export import (
+    from wsi_ccrl.io.contours import legacy_shift
+    from wsi_ccrl.label.export import (
         EXPORT_CHUNK_CELLS,
         EXPORT_READ_CELLS,
         GeoJsonFormat,
@@ -199,9 +203,9 @@ def export_profile(store, out: Path) -> dict[str, float]:
         read_chunks,
         type_names,
     )
-    from wsi_ccrl.overlay import MAX_AREA_CHANGE, cell_shapes
-    from wsi_ccrl.overlay_kernels import simplest_rings
-    from wsi_ccrl.palette import cluster_styles
+    from wsi_ccrl.label.overlay import MAX_AREA_CHANGE, cell_shapes
+    from wsi_ccrl.label.overlay_kernels import simplest_rings
+    from wsi_ccrl.label.palette import cluster_styles
 
     fmt = GeoJsonFormat(cluster_styles(8), store.mpp, type_names(store))
     pitch, shift = outline_pitch(store.attrs), legacy_shift(store.attrs)
@@ -274,8 +278,8 @@ def main() -> None:
 
     import torch
 
-    from wsi_ccrl.backbone import PreActResNet18
-    from wsi_ccrl.model_io import save_model
+    from wsi_ccrl.ccrl.backbone import PreActResNet18
+    from wsi_ccrl.ccrl.model_io import save_model
 
     with tempfile.TemporaryDirectory(prefix="wsi-ccrl-bench-") as work:
         args.work = work
@@ -340,7 +344,7 @@ def _table(rows, exports, torch_version) -> str:
         )
     lines += [
         "",
-        "Export (`wsi_ccrl.export.export_store`, the default `--simplify 0.5` unless said):",
+        "Export (`wsi_ccrl.label.export.export_store`, the default `--simplify 0.5` unless said):",
         "",
         "| export | cells | seconds | cells/s | CPU s | peak RSS (MiB) | vertices / cell "
         "| GeoJSON bytes / cell | files (MiB) |",

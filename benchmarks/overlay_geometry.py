@@ -37,7 +37,7 @@ def load_nuclei(data: Path, limit: int | None):
     import scipy.io
     from scipy import ndimage as ndi
 
-    from wsi_ccrl.contours import edge_contours
+    from wsi_ccrl.io.contours import edge_contours
     from wsi_ccrl.segment.base import nuclei_from_labels
 
     for mat in sorted((data / "Labels").glob("*.mat"))[:limit]:
@@ -83,7 +83,7 @@ def geometries(shapes):
 def measure_consep(data: Path, limit: int | None) -> tuple[list[str], dict]:
     import shapely
 
-    from wsi_ccrl.overlay import cell_shapes
+    from wsi_ccrl.label.overlay import cell_shapes
 
     rows: dict = {t: {"v": [], "da": [], "iou": [], "valid": [], "multi": 0} for t in TOLERANCES}
     before = {"v": [], "ratio": [], "iou": []}
@@ -153,10 +153,10 @@ def _consep_table(rows, before, n_all, n_whole) -> tuple[list[str], dict]:
 
 
 def measure_store(path: Path) -> list[str]:
-    from wsi_ccrl.contours import legacy_shift
-    from wsi_ccrl.export import outline_pitch
-    from wsi_ccrl.overlay import cell_shapes
-    from wsi_ccrl.store import CellStore
+    from wsi_ccrl.io.contours import legacy_shift
+    from wsi_ccrl.io.store import CellStore
+    from wsi_ccrl.label.export import outline_pitch
+    from wsi_ccrl.label.overlay import cell_shapes
 
     store = CellStore.open(path)
     offsets, xy = store.contours()

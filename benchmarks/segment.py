@@ -123,7 +123,8 @@ def run_case(case: str, slide: str, out: str, tile_size: int) -> dict:
 
 def tissue_mm2(path: str, tissue_mpp: float) -> float:
     """Tissue area of a slide from the pipeline's own thumbnail mask (mm²)."""
-    from wsi_ccrl.slide import Slide, tissue_mask
+    from wsi_ccrl.io.slide import Slide
+    from wsi_ccrl.io.tiles import tissue_mask
 
     with Slide.open(path) as slide:
         thumb, downsample = slide.thumbnail(max(tissue_mpp, slide.mpp))
@@ -134,7 +135,7 @@ def tissue_mm2(path: str, tissue_mpp: float) -> float:
 # --------------------------------------------------------------------------- parent side
 def make_large_slide(path: Path, size: int, block: int = 1024) -> Path:
     """Tile real H&E blocks of the sample (flipped/rotated for variety) into a ``size``² pyramid."""
-    from wsi_ccrl.slide import Slide, write_pyramidal_tiff
+    from wsi_ccrl.io.slide import Slide, write_pyramidal_tiff
 
     if path.exists():
         return path

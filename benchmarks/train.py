@@ -4,7 +4,7 @@ For each crop size (and backbone stem) it measures images/s of
   (a) reading + augmentation alone: chunk-wise zarr reads (the streaming path of large datasets),
       transfer to the device, both kornia views;
   (b) full training steps: (a) plus the CCRL forward, backward, Adam and momentum update
-      (``wsi_ccrl.train.train_step``, the loop's own step).
+      (``wsi_ccrl.ccrl.train.train_step``, the loop's own step).
 The input keeps up when (a) is faster than (b). Real cells: crops around CoNSeP ground-truth nuclei.
 
     .venv/bin/python benchmarks/train.py [--sizes 32 64] [--stems small imagenet] [--device auto]
@@ -25,13 +25,13 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from wsi_ccrl.augment import CellViews
+from wsi_ccrl.ccrl.augment import CellViews
+from wsi_ccrl.ccrl.data import CellCrops, open_stores
+from wsi_ccrl.ccrl.model import CCRL
+from wsi_ccrl.ccrl.train import build_optimizer, train_step
 from wsi_ccrl.config import TrainConfig
-from wsi_ccrl.crops import crops_in_image
-from wsi_ccrl.data import CellCrops, open_stores
-from wsi_ccrl.model import CCRL
-from wsi_ccrl.store import CellBatch, CellStoreWriter
-from wsi_ccrl.train import build_optimizer, train_step
+from wsi_ccrl.io.crops import crops_in_image
+from wsi_ccrl.io.store import CellBatch, CellStoreWriter
 
 CONSEP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "consep-patches" / "Train"
 

@@ -68,7 +68,7 @@ def benchmark(
     device: str | None,
 ) -> None:
     """Cluster the cells of DATASET with CCRL and baselines; AMI / ARI / Purity vs the paper."""
-    from wsi_ccrl.benchmark import check_data, load_benchmark_config, run_benchmark
+    from wsi_ccrl.bench.protocol import check_data, load_benchmark_config, run_benchmark
     from wsi_ccrl.errors import ConfigError
 
     if config_path is not None and profile is not None:

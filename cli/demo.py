@@ -40,8 +40,8 @@ def demo(
 ) -> None:
     """Segment the sample slide, train CCRL on its cells, label them and export QuPath overlays."""
     from wsi_ccrl.demo import run_demo
+    from wsi_ccrl.io.tiles import parse_roi
     from wsi_ccrl.resources import sample_slide
-    from wsi_ccrl.slide import parse_roi
 
     started = time.perf_counter()
     result = run_demo(slide or sample_slide(), out, config_path, epochs=epochs, roi=parse_roi(roi))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
-from wsi_ccrl_cli.options import batch_size_option, config_option, device_option, load_config
+from wsi_ccrl_cli.options import batch_size_option, command_config, config_option, device_option
 
 
 @click.command()
@@ -90,23 +92,14 @@ from wsi_ccrl_cli.options import batch_size_option, config_option, device_option
 @batch_size_option()
 @config_option()
 def label(
-    model_path,
-    data,
-    out_dir,
-    k,
-    encoder,
-    export,
-    compress,
-    simplify,
-    names,
-    save_kmeans,
-    kmeans_path,
-    fit_sample,
-    seed,
-    features,
-    device,
-    batch_size,
-    config_path,
+    model_path: str,
+    data: tuple[str, ...],
+    out_dir: str,
+    k: int | None,
+    names: str | None,
+    save_kmeans: str | None,
+    kmeans_path: str | None,
+    **settings: Any,  # --config and the options named as label settings: command_config's
 ):
     """Label every cell of STOREs by cluster and export overlays for QuPath.
 
@@ -114,25 +107,12 @@ def label(
     Example:
       wsi-ccrl label --model run/model.pt --data stores/ --k 8 --export geojson,csv --out labels
     """
-    from wsi_ccrl.cluster import KMeansModel
-    from wsi_ccrl.label import label_stores
+    from wsi_ccrl.label.cluster import KMeansModel
+    from wsi_ccrl.label.pipeline import label_stores
 
     if kmeans_path is not None and k is None:
         k = KMeansModel.load(kmeans_path).k  # the file's k unless --k says otherwise
-    cfg = load_config(
-        "label",
-        config_path,
-        k=k,
-        encoder=encoder,
-        export=export,
-        compress=compress,
-        simplify=simplify,
-        fit_sample=fit_sample,
-        seed=seed,
-        features=features,
-        device=device,
-        batch_size=batch_size,
-    )
+    cfg = command_config("label", k=k)
     summary = label_stores(
         model_path,
         list(data),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import click
 
-from wsi_ccrl.config import load_section
+from wsi_ccrl.config import SECTION_TYPES, load_section
 
 
 def config_option():
@@ -33,6 +36,14 @@ def batch_size_option():
     )
 
 
-def load_config(section: str, config_path: str | None, **overrides):
-    """The command's frozen config: file values, then the options the user actually set."""
-    return load_section(section, config_path, overrides)
+def command_config(section: str, **derived: Any):
+    """The running command's frozen config: the ``--config`` file's values, then every option the
+    user set whose name is a setting of ``section`` (``--batch-size`` sets ``batch_size``), then
+    ``derived``: values the command worked out itself (a parsed ROI, a dotted ``augment.`` key).
+
+    An option left unset is ``None`` and keeps the file's value."""
+    params = click.get_current_context().params
+    settings = {f.name for f in dataclasses.fields(SECTION_TYPES[section])}
+    overrides = {name: value for name, value in params.items() if name in settings}
+    overrides.update(derived)
+    return load_section(section, params.get("config_path"), overrides)

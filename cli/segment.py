@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
-from wsi_ccrl_cli.options import batch_size_option, config_option, device_option, load_config
+from wsi_ccrl_cli.options import batch_size_option, command_config, config_option, device_option
 
 
 @click.command()
@@ -54,44 +55,23 @@ from wsi_ccrl_cli.options import batch_size_option, config_option, device_option
 def segment(
     slides: tuple[Path, ...],
     out_dir: Path,
-    config_path: str | None,
-    segmenter: str | None,
-    model: str | None,
-    weights: str | None,
-    offline: bool | None,
-    mpp: float | None,
     roi: str | None,
-    tile_size: int | None,
-    crop_size: int | None,
-    window_scale: float | None,
-    shard: str | None,
+    offline: bool | None,
     overwrite: bool | None,
-    device: str | None,
-    batch_size: int | None,
+    shard: str | None,
+    **settings: Any,  # --config and the options named as segment settings: command_config's
 ) -> None:
     """Segment every nucleus of SLIDE... (slides, plain images, folders of them, or text files
     listing one per line)."""
-    from wsi_ccrl.slide import parse_roi
+    from wsi_ccrl.io.tiles import parse_roi
 
-    cfg = load_config(
-        "segment",
-        config_path,
-        segmenter=segmenter,
-        model=model,
-        weights=weights,
-        offline=offline or None,
-        mpp=mpp,
-        roi=parse_roi(roi),
-        tile_size=tile_size,
-        crop_size=crop_size,
-        window_scale=window_scale,
-        overwrite=overwrite or None,
-        device=device,
-        batch_size=batch_size,
+    cfg = command_config(
+        "segment", roi=parse_roi(roi), offline=offline or None, overwrite=overwrite or None
     )
     from wsi_ccrl.config import dump_yaml
     from wsi_ccrl.errors import WsiCcrlError
-    from wsi_ccrl.segment.pipeline import ensure_writable, parse_shard, segment_slides
+    from wsi_ccrl.segment.cohort import parse_shard, segment_slides
+    from wsi_ccrl.segment.pipeline import ensure_writable
 
     shard_ = parse_shard(shard)
     ensure_writable(out_dir)

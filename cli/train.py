@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
-from wsi_ccrl_cli.options import batch_size_option, config_option, device_option, load_config
+from wsi_ccrl_cli.options import batch_size_option, command_config, config_option, device_option
 
 
 @click.command()
@@ -43,35 +44,20 @@ from wsi_ccrl_cli.options import batch_size_option, config_option, device_option
 def train(
     data: tuple[Path, ...],
     out_dir: Path,
-    config_path: str | None,
-    epochs: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    device: str | None,
-    gpus: str | None,
-    seed: int | None,
     resume: bool,
     no_local_global: bool,
     no_predictor: bool,
-    max_steps: int | None,
+    **settings: Any,  # --config and the options named as train settings: command_config's
 ) -> None:
     """Train CCRL on the cells of STORE... (same command under torchrun for several processes)."""
-    cfg = load_config(
+    cfg = command_config(
         "train",
-        config_path,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        device=device,
-        gpus=gpus,
-        seed=seed,
-        max_steps=max_steps,
         **{"augment.local_global": False if no_local_global else None},
         use_predictor=False if no_predictor else None,
     )
-    from wsi_ccrl.distributed import detect
-    from wsi_ccrl.store import find_stores
-    from wsi_ccrl.train import train as run_training
+    from wsi_ccrl.ccrl.distributed import detect
+    from wsi_ccrl.ccrl.train import train as run_training
+    from wsi_ccrl.io.store import find_stores
 
     stores = find_stores(list(data))
     model_path = run_training(stores, out_dir, cfg, resume=resume)

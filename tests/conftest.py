@@ -51,7 +51,7 @@ def no_mpp_slide(tmp_path_factory) -> Path:
     import numpy as np
     import tifffile
 
-    from wsi_ccrl.slide import Slide
+    from wsi_ccrl.io.slide import Slide
 
     with Slide.open(SAMPLE_SLIDE) as slide:
         image = slide.read_level(0, 0, *slide.dimensions, 0)
@@ -66,14 +66,15 @@ def no_mpp_slide(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tile10_cells(tmp_path_factory):
     """The benchmark's cells (``CellSet``) of 3 real CoNSeP patches of tile 10, crop rule applied."""
-    from wsi_ccrl.datasets import consep
-    from wsi_ccrl.datasets.common import load_cells
-    from wsi_ccrl.datasets.common import write_store as write_benchmark_store
+    from wsi_ccrl.bench.datasets import consep
+    from wsi_ccrl.bench.datasets.common import load_cells
+    from wsi_ccrl.bench.datasets.common import write_store as write_benchmark_store
 
     images = [CONSEP_PATCHES / "Images" / f"train_10_00{k}.png" for k in range(3)]
     store = write_benchmark_store(
         tmp_path_factory.mktemp("tile10") / "cells.zarr", consep.iter_tiles(images, "merged4"),
         [p.name for p in images], {"dataset": "consep"}, window_scale=2.0, crop_size=32,
+        min_window=8.0,
     )  # fmt: skip
     return load_cells(store)
 
@@ -85,8 +86,8 @@ def build_consep_store(out: Path, n_patches: int = 8, crop_size: int = 32, chunk
     from PIL import Image
     from scipy import ndimage
 
-    from wsi_ccrl.crops import crops_in_image
-    from wsi_ccrl.store import CellBatch, CellStoreWriter
+    from wsi_ccrl.io.crops import crops_in_image
+    from wsi_ccrl.io.store import CellBatch, CellStoreWriter
 
     writer = CellStoreWriter(out, crop_size, {"source": "consep-patches"}, chunk_cells=chunk_cells)
     images = sorted((CONSEP_PATCHES / "Images").glob("*.png"))[:n_patches]
@@ -154,8 +155,8 @@ def build_label_store(
     from PIL import Image
     from scipy import ndimage
 
-    from wsi_ccrl.crops import crops_in_image
-    from wsi_ccrl.store import CellBatch, CellStoreWriter
+    from wsi_ccrl.io.crops import crops_in_image
+    from wsi_ccrl.io.store import CellBatch, CellStoreWriter
 
     attrs = {"source": "consep-patches", "segmenter": {"name": "ground-truth"}}
     if slide is not None:
@@ -219,8 +220,8 @@ def random_model_file(tmp_path_factory) -> Path:
     """A real ``model.pt`` (32 px crops) holding two randomly initialised backbones."""
     import torch
 
-    from wsi_ccrl.backbone import PreActResNet18
-    from wsi_ccrl.model_io import save_model
+    from wsi_ccrl.ccrl.backbone import PreActResNet18
+    from wsi_ccrl.ccrl.model_io import save_model
 
     torch.manual_seed(0)
     query, momentum = PreActResNet18("small"), PreActResNet18("small")
@@ -232,7 +233,7 @@ def write_store(path: Path, crops, chunk_cells: int = 8, gt=None) -> Path:
     """A store holding ``crops`` (N, S, S, 3) uint8 (e.g. real crops copied from a CoNSeP store)."""
     import numpy as np
 
-    from wsi_ccrl.store import CellBatch, CellStoreWriter
+    from wsi_ccrl.io.store import CellBatch, CellStoreWriter
 
     n = len(crops)
     writer = CellStoreWriter(path, crops.shape[1], {"source": "test"}, chunk_cells=chunk_cells)

@@ -67,7 +67,7 @@ def test_tiny_run_writes_the_table(tmp_path):
         assert (out / name).is_file()
     saved = yaml.safe_load((out / "config.yaml").read_text())["benchmark"]
     assert saved["class_scheme"] == "merged4" and saved["device"] == "cpu"
-    from wsi_ccrl.baselines import imagenet_missing_message
+    from wsi_ccrl.bench.baselines import imagenet_missing_message
 
     if imagenet_missing_message() is not None:  # no local weights: skipped, and said so
         assert "ImageNet ResNet18 skipped: no weights at" in result.output

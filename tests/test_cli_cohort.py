@@ -14,8 +14,8 @@ import pytest
 from conftest import CONSEP_PATCHES, SAMPLE_SLIDE
 from PIL import Image
 
-from wsi_ccrl.slide import Slide
-from wsi_ccrl.store import CellStore
+from wsi_ccrl.io.slide import Slide
+from wsi_ccrl.io.store import CellStore
 
 TILES = ("train_10_000", "train_10_001", "train_10_002")  # real CoNSeP patches, 40x
 

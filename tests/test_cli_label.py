@@ -5,7 +5,7 @@ import geojson
 from click.testing import CliRunner
 from wsi_ccrl_cli.main import cli
 
-from wsi_ccrl.store import CellStore
+from wsi_ccrl.io.store import CellStore
 
 
 def test_label_cli_end_to_end(small_store_factory, random_model_file, tmp_path):

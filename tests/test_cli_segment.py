@@ -3,7 +3,7 @@ from click.testing import CliRunner
 from conftest import SAMPLE_SLIDE
 from wsi_ccrl_cli.main import cli
 
-from wsi_ccrl.store import CellStore
+from wsi_ccrl.io.store import CellStore
 
 ROI = "1100,1500,120,120"
 FAST = ["--segmenter", "watershed", "--tile-size", "160", "--roi", ROI]

@@ -114,3 +114,18 @@ def test_dump_round_trip(tmp_path):
 def test_optional_tuple_none():
     assert load_section("train", None, {"gpus": "0,1"}).gpus == (0, 1)
     assert TrainConfig().gpus is None
+
+
+def test_settings_for_takes_the_config_fields_a_function_names():
+    from wsi_ccrl.ccrl.model import CCRL
+    from wsi_ccrl.config import TrainConfig, settings_for
+
+    def build(stem, lr, other=1):
+        return stem, lr, other
+
+    cfg = TrainConfig(stem="imagenet", lr=0.5)
+    assert settings_for(build, cfg) == {"stem": "imagenet", "lr": 0.5}
+    assert set(settings_for(CCRL, cfg)) == {
+        "stem", "proj_hidden", "proj_dim", "pred_hidden", "use_predictor", "queue_size",
+        "temperature", "momentum", "shuffle_bn",
+    }  # fmt: skip

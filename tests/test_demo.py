@@ -9,7 +9,7 @@ from qupath_geojson import check_qupath_geojson
 from shapely.geometry import Point, shape
 from wsi_ccrl_cli.main import cli
 
-from wsi_ccrl.store import CellStore
+from wsi_ccrl.io.store import CellStore
 
 TINY = """\
 inherit: quick

@@ -5,7 +5,7 @@ from conftest import CONFIGS, SAMPLE_SLIDE
 
 from wsi_ccrl import resources
 from wsi_ccrl.errors import WsiCcrlError
-from wsi_ccrl.slide import Slide
+from wsi_ccrl.io.slide import Slide
 
 
 def test_sample_slide_and_profiles_are_package_data():

@@ -1,6 +1,6 @@
 """Frozen, validated configs loaded from YAML.
 
-One file of ~490 lines on purpose: every command's dataclass beside the one loader and type check
+One file of ~500 lines on purpose: every command's dataclass beside the one loader and type check
 they share, so each setting and its default are found in one place.
 
 A config file has one section per command (``segment``, ``train``, ``label``, ``benchmark``); a file
@@ -12,8 +12,10 @@ This module imports no heavy library: the CLI loads it before deciding what else
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,14 +210,16 @@ class LabelConfig:
     device: str = "auto"
     export: tuple[str, ...] = ("geojson",)  # geojson | csv
     compress: bool | None = None  # gzip the GeoJSON; None: only above 100,000 cells
-    simplify: float = 0.5  # outline tolerance, pixels of the segmenter (0: exact pixel edges)
+    # Douglas-Peucker tolerance of the outlines, pixels of the segmenter (0: exact pixel edges;
+    # 0.5 keeps the area within 1 %, benchmarks/overlay_geometry.py)
+    simplify: float = 0.5
     gallery_per_cluster: int = 16
     overview_max_side: int = 2048
     gallery_tile: int = 64  # side of each crop in the gallery picture, pixels
     kmeans_backend: str = "auto"  # auto (faiss when installed, else sklearn) | sklearn | faiss
     kmeans_n_init: int = 3  # initialisations of the full K-means (the best inertia is kept)
     kmeans_minibatch_above: int = 50_000  # larger fit samples use MiniBatchKMeans
-    features: str = "l2"  # embeddings -> K-means features: raw | l2 | whiten (wsi_ccrl.features)
+    features: str = "l2"  # embeddings -> K-means features: raw | l2 | whiten (label/features.py)
     reuse_embeddings: bool = True  # skip embedding a store already embedded by the same model
 
     def validate(self) -> None:
@@ -269,7 +273,7 @@ BENCHMARK_MODELS = (
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """The paper's evaluation protocol (see ``wsi_ccrl.benchmark``)."""
+    """The paper's evaluation protocol (see ``wsi_ccrl.bench.protocol``)."""
 
     dataset: str = "consep"  # consep | nucls
     class_scheme: str = "original7"  # consep: original7 | merged4
@@ -482,6 +486,13 @@ def to_dict(cfg) -> dict[str, Any]:
         return v
 
     return plain(dataclasses.asdict(cfg))
+
+
+def settings_for(fn: Callable[..., Any], cfg: Any) -> dict[str, Any]:
+    """The settings of ``cfg`` that ``fn`` takes, matched by name: a class whose parameters are
+    named as the config's fields is built from it as ``cls(**settings_for(cls, cfg))``."""
+    params = inspect.signature(fn).parameters
+    return {name: getattr(cfg, name) for name in params if hasattr(cfg, name)}
 
 
 def dump_yaml(section: str, cfg, path: str | Path) -> None:

@@ -27,9 +27,9 @@ def run_demo(
 
     Re-running resumes: a finished store is reused and training continues from its checkpoint.
     """
-    from wsi_ccrl.label import label_stores
+    from wsi_ccrl.ccrl.train import train
+    from wsi_ccrl.label.pipeline import label_stores
     from wsi_ccrl.segment.pipeline import segment_slide
-    from wsi_ccrl.train import train
 
     out = Path(out)
     # validate every section before the first minute of work

@@ -1,5 +1,6 @@
 """Where work runs and how it writes: one device resolver for every command (segment, train,
-label, benchmark) and one way to write a file atomically (temporary name, then rename)."""
+label, benchmark), one way to write a file atomically (temporary name, then rename), and one way
+to read a torch file (weights only, one clear line when it is not what it should be)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from wsi_ccrl.errors import WsiCcrlError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["atomic_save_torch", "atomic_write", "atomic_write_text", "resolve_device"]
+__all__ = [
+    "atomic_save_torch",
+    "atomic_write",
+    "atomic_write_text",
+    "read_torch_file",
+    "resolve_device",
+]
 
 
 @contextmanager
@@ -47,6 +54,19 @@ def atomic_save_torch(obj: Any, path: str | Path) -> Path:
     with atomic_write(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def read_torch_file(path: str | Path, what: str, hint: str) -> Any:
+    """``torch.load(weights_only=True)``, where a file torch cannot read is one line naming it and
+    ``what`` it should be: never torch's paragraphs, which even suggest ``weights_only=False``."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:  # missing, a folder, no permission: the file itself is the problem
+        raise WsiCcrlError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except Exception:  # not a torch file, or one holding pickled code (another tool's model)
+        raise WsiCcrlError(f"{path} is not a {what} ({hint})") from None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

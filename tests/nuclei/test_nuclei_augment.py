@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import CONSEP_PATCHES, needs
 
+from wsi_ccrl.io.stain import CONSEP_REFERENCE, lab_stats, lab_to_rgb, rgb_to_lab
 from wsi_ccrl.nuclei.augment import (
     AugmentConfig,
     jpeg_roundtrip,
@@ -15,7 +16,6 @@ from wsi_ccrl.nuclei.augment import (
     stain_augment,
 )
 from wsi_ccrl.nuclei.data import LabelledImage, load_source
-from wsi_ccrl.stain import CONSEP_REFERENCE, lab_stats, lab_to_rgb, rgb_to_lab
 
 
 @pytest.fixture(scope="module")

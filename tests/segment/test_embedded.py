@@ -55,7 +55,7 @@ def test_registered_and_described(seg):
 def test_dense_epithelium_of_the_darker_sample_slide_is_found(seg):
     """Stain shift: the bundled slide is far darker than CoNSeP; without normalisation the
     first weights found 55 of the ~150 nuclei here (6 of ~200 on another tile)."""
-    from wsi_ccrl.slide import Slide
+    from wsi_ccrl.io.slide import Slide
 
     with Slide.open(SAMPLE_SLIDE) as slide:
         # 128 µm of epidermis with lymphocytes below it, 20x read at the net's 0.25 µm/px
@@ -68,7 +68,7 @@ def test_dense_epithelium_of_the_darker_sample_slide_is_found(seg):
 
 @pytest.mark.skipif(not SAMPLE_SLIDE.exists(), reason="sample slide missing")
 def test_segments_the_sample_slide_into_plausible_nuclei(seg):
-    from wsi_ccrl.slide import Slide
+    from wsi_ccrl.io.slide import Slide
 
     with Slide.open(SAMPLE_SLIDE) as slide:
         # 128 µm of epidermis and dermis, read at 20x and upsampled to the net's 0.25 µm/px

@@ -11,6 +11,8 @@ from conftest import SAMPLE_SLIDE
 
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
+from wsi_ccrl.io.slide import Slide
+from wsi_ccrl.io.tiles import plan_tiles
 from wsi_ccrl.segment import build_segmenter
 from wsi_ccrl.segment.hovernet import (
     HoVerNetSegmenter,
@@ -18,7 +20,6 @@ from wsi_ccrl.segment.hovernet import (
     nuclei_from_tiatoolbox,
 )
 from wsi_ccrl.segment.pipeline import tile_cells
-from wsi_ccrl.slide import Slide, plan_tiles
 
 TILE = 68  # + 2 x 46 px context = 160, a size HoVer-Net-fast accepts
 

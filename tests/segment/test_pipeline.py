@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,18 +13,12 @@ from conftest import ROOT, SAMPLE_SLIDE
 from scipy.spatial import cKDTree
 
 from wsi_ccrl.config import load_section
-from wsi_ccrl.crops import CROP_RULE
 from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.io.crops import CROP_RULE
+from wsi_ccrl.io.slide import write_pyramidal_tiff
+from wsi_ccrl.io.store import CellStore, partial_path
 from wsi_ccrl.segment.evaluate import detection_score, match_centroids
-from wsi_ccrl.segment.pipeline import (
-    expand_slide_inputs,
-    parse_shard,
-    segment_slide,
-    segment_slides,
-    select_shard,
-)
-from wsi_ccrl.slide import write_pyramidal_tiff
-from wsi_ccrl.store import CellStore, partial_path
+from wsi_ccrl.segment.pipeline import segment_slide
 
 DENSE_ROI = (1100, 1500, 250, 250)  # level-0 x, y, w, h of cellular tissue in the sample
 GLASS_ROI = (520, 600, 200, 200)  # blank glass
@@ -264,42 +257,6 @@ def test_unwritable_output_fails_before_work(tmp_path):
     blocker.write_text("x")
     with pytest.raises(WsiCcrlError, match="cannot write to output folder"):
         segment_slide(SAMPLE_SLIDE, blocker / "out", cfg_for())
-
-
-def test_many_slides_continue_past_failures(no_mpp_slide, tmp_path):
-    listing = tmp_path / "slides.txt"
-    corrupt = tmp_path / "corrupt.svs"
-    corrupt.write_bytes(b"\x00" * 1000)
-    listing.write_text(f"# cohort\n{SAMPLE_SLIDE}\nmissing.svs\n\n{corrupt}\n{no_mpp_slide}\n")
-    report = segment_slides([listing], tmp_path / "out", cfg_for(roi=(1100, 1500, 120, 120)))
-    assert [p.name for p in report.done] == ["CMU-1-Small-Region.zarr"]
-    reasons = dict(report.failed)
-    assert set(reasons) == {str(tmp_path / "missing.svs"), str(corrupt), str(no_mpp_slide)}
-    assert "not found" in reasons[str(tmp_path / "missing.svs")]
-    assert "cannot read slide" in reasons[str(corrupt)]
-    assert "--mpp" in reasons[str(no_mpp_slide)]
-    assert not report.ok
-
-
-def test_shards_split_a_list_once():
-    items = list(range(10))
-    parts = [select_shard(items, parse_shard(f"{i}/3")) for i in range(3)]
-    assert parts[0] == [0, 3, 6, 9] and sorted(sum(parts, [])) == items
-    assert select_shard(items, None) == items
-    for bad in ("3/3", "1-3", "x/2", "0/0"):
-        with pytest.raises(WsiCcrlError, match="--shard"):
-            parse_shard(bad)
-
-
-def test_slide_lists_expand_relative_to_the_list(tmp_path):
-    (tmp_path / "lists").mkdir()
-    listing = tmp_path / "lists" / "cohort.txt"
-    listing.write_text("a.svs  # first\n/abs/b.tif\n")
-    assert expand_slide_inputs([listing, "c.svs"]) == [
-        tmp_path / "lists" / "a.svs",
-        Path("/abs/b.tif"),
-        Path("c.svs"),
-    ]
 
 
 def test_store_opens_read_only(dense_store):

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import torch
 
+from wsi_ccrl.io.stain import StainReference, lab_to_rgb, reinhard_normalize, rgb_to_lab
 from wsi_ccrl.nuclei.data import LabelledImage
 from wsi_ccrl.nuclei.targets import hv_targets
-from wsi_ccrl.stain import StainReference, lab_to_rgb, reinhard_normalize, rgb_to_lab
 
 __all__ = [
     "AugmentConfig",

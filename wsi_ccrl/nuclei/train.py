@@ -23,16 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from wsi_ccrl.ccrl.schedule import cosine_schedule
 from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.io.stain import reference_from_images
 from wsi_ccrl.log import get_logger
-from wsi_ccrl.model_io import read_torch_file
 from wsi_ccrl.nuclei.augment import AugmentConfig, colour_jitter, make_batch
 from wsi_ccrl.nuclei.data import HELD_BACK, LabelledImage, load_sources, split
 from wsi_ccrl.nuclei.net import NucleusUNet
 from wsi_ccrl.nuclei.targets import hovernet_loss
-from wsi_ccrl.runtime import atomic_save_torch
-from wsi_ccrl.schedule import cosine_schedule
-from wsi_ccrl.stain import reference_from_images
+from wsi_ccrl.runtime import atomic_save_torch, read_torch_file
 
 __all__ = ["NucleusTrainConfig", "SourceSampler", "save_weights", "train"]
 

@@ -15,39 +15,21 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from wsi_ccrl.contours import select_rows
+from wsi_ccrl.io.cellrows import CellRows, column
 
 
 @dataclass
-class Nuclei:
-    """Nuclei of one tile in that tile's pixel frame (at the segmenter's working mpp)."""
+class Nuclei(CellRows):
+    """Nuclei of one tile in that tile's pixel frame (at the segmenter's working mpp); ``select``,
+    ``concat`` and ``empty`` are ``CellRows``'."""
 
-    centroid: np.ndarray  # (n, 2) float32, x, y
-    bbox: np.ndarray  # (n, 4) float32, x0, y0, x1, y1 (x1, y1 exclusive)
-    area: np.ndarray  # (n,) float32, pixels²
-    contour_offsets: np.ndarray  # (n+1,) int64, CSR into contour_xy
-    contour_xy: np.ndarray  # (m, 2) float32, x, y polygon vertices (not closed)
-    seg_type: np.ndarray  # (n,) int16 (0 when the segmenter has no types)
-    seg_prob: np.ndarray  # (n,) float32
-
-    def __len__(self) -> int:
-        return int(self.centroid.shape[0])
-
-    @staticmethod
-    def empty() -> Nuclei:
-        return Nuclei(
-            centroid=np.zeros((0, 2), np.float32),
-            bbox=np.zeros((0, 4), np.float32),
-            area=np.zeros(0, np.float32),
-            contour_offsets=np.zeros(1, np.int64),
-            contour_xy=np.zeros((0, 2), np.float32),
-            seg_type=np.zeros(0, np.int16),
-            seg_prob=np.zeros(0, np.float32),
-        )
-
-    def select(self, keep: np.ndarray) -> Nuclei:
-        """The nuclei where boolean mask (or index array) ``keep`` selects; contours re-based."""
-        return select_rows(self, keep)
+    centroid: np.ndarray = column(np.float32, 2)  # x, y
+    bbox: np.ndarray = column(np.float32, 4)  # x0, y0, x1, y1 (x1, y1 exclusive)
+    area: np.ndarray = column(np.float32)  # pixels²
+    contour_offsets: np.ndarray = column(np.int64)  # (n+1,) CSR into contour_xy
+    contour_xy: np.ndarray = column(np.float32, 2)  # (m, 2) x, y polygon vertices (not closed)
+    seg_type: np.ndarray = column(np.int16)  # 0 when the segmenter has no types
+    seg_prob: np.ndarray = column(np.float32)
 
 
 def nuclei_from_labels(

@@ -2,7 +2,7 @@
 
 Works offline and on a CPU: no download, no TIAToolbox. Trained on CoNSeP at 0.25 µm/px (see
 ``wsi_ccrl/weights/README.md``), so tiles are read at that resolution, and Reinhard-normalised
-to the training tiles' colour statistics (other labs' stains, see ``wsi_ccrl.stain``). The
+to the training tiles' colour statistics (other labs' stains, see ``wsi_ccrl.io.stain``). The
 network is fully convolutional: tiles of any size are reflect-padded to a multiple of its stride,
 run in batches of equal shape (bounded in pixels, to bound memory), cropped back, and
 post-processed one by one.
@@ -20,19 +20,18 @@ import torch.nn.functional as F
 
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
-from wsi_ccrl.log import get_logger
-from wsi_ccrl.model_io import read_torch_file
-from wsi_ccrl.nuclei.net import NucleusUNet, build_net
-from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
-from wsi_ccrl.runtime import resolve_device
-from wsi_ccrl.segment import register
-from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
-from wsi_ccrl.stain import (
+from wsi_ccrl.io.stain import (
     CONSEP_REFERENCE,
     StainReference,
     reinhard_normalize,
     slide_statistics,
 )
+from wsi_ccrl.log import get_logger
+from wsi_ccrl.nuclei.net import NucleusUNet, build_net
+from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
+from wsi_ccrl.runtime import read_torch_file, resolve_device
+from wsi_ccrl.segment import register
+from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
 
 __all__ = ["DEFAULT_WEIGHTS", "EmbeddedSegmenter", "load_nucleus_net"]
 
@@ -80,7 +79,7 @@ class EmbeddedSegmenter(Segmenter):
     def __init__(
         self,
         weights: str | Path | None = None,
-        device: str = "auto",
+        device: str = SegmentConfig.device,
         postprocess: PostprocessConfig | None = None,
         max_pixels: int = 1 << 22,
         stain_normalize: bool = True,

@@ -1,6 +1,6 @@
 """HoVer-Net (Graham et al. 2019) through TIAToolbox's 2.x engine, on tiles already in memory.
 
-One file of ~340 lines on purpose: one adapter to TIAToolbox's engine (weights check, padding, run,
+One file of ~330 lines on purpose: one adapter to TIAToolbox's engine (weights check, padding, run,
 conversion of its output).
 
 Each tile is padded (reflected) by the model's context margin (input minus output size, halved: 46
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ccrl.config import SegmentConfig
-from wsi_ccrl.contours import polygon_edges
+from wsi_ccrl.config import SegmentConfig, settings_for
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
+from wsi_ccrl.io.contours import polygon_area_centroid, polygon_edges
 from wsi_ccrl.log import get_logger
-from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.runtime import read_torch_file, resolve_device
 from wsi_ccrl.segment import register
 from wsi_ccrl.segment.base import Nuclei, Segmenter
 
@@ -65,8 +65,6 @@ def _check_state_dict(path: Path, model: str) -> None:
     its engine with torch's unpickling paragraphs."""
     import torch
 
-    from wsi_ccrl.model_io import read_torch_file
-
     if not path.is_file():
         raise WsiCcrlError(f"--weights {path}: file not found")
     what = f"HoVer-Net state dict for {model}"
@@ -93,11 +91,11 @@ class HoVerNetSegmenter(Segmenter):
 
     def __init__(
         self,
-        model: str = "hovernet_fast-pannuke",
-        weights: str | Path | None = None,
-        device: str = "auto",
-        batch_size: int = 8,
-        offline: bool = False,
+        model: str = SegmentConfig.model,
+        weights: str | Path | None = SegmentConfig.weights,
+        device: str = SegmentConfig.device,
+        batch_size: int = SegmentConfig.batch_size,
+        offline: bool = SegmentConfig.offline,
     ):
         models = _hovernet_models()
         if model not in models:
@@ -317,22 +315,12 @@ def _lattice_polygon_pixels(xy: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros(0)
     cell, start, end = polygon_edges(offsets, xy)
-    x, y = start[:, 0], start[:, 1]
-    cross = x * end[:, 1] - end[:, 0] * y
-    dx = np.abs(np.rint(end[:, 0] - x)).astype(np.int64)
-    dy = np.abs(np.rint(end[:, 1] - y)).astype(np.int64)
-    boundary = np.gcd(dx, dy)
-    shoelace = np.abs(np.bincount(cell, weights=cross, minlength=n)) / 2
-    points = np.bincount(cell, weights=boundary, minlength=n)
+    steps = np.abs(np.rint(end - start)).astype(np.int64)
+    points = np.bincount(cell, weights=np.gcd(steps[:, 0], steps[:, 1]), minlength=n)
+    shoelace, _ = polygon_area_centroid(offsets, xy)
     return shoelace + points / 2 + 1
 
 
 @register("hovernet")
 def _build(cfg: SegmentConfig) -> HoVerNetSegmenter:
-    return HoVerNetSegmenter(
-        model=cfg.model,
-        weights=cfg.weights,
-        device=cfg.device,
-        batch_size=cfg.batch_size,
-        offline=cfg.offline,
-    )
+    return HoVerNetSegmenter(**settings_for(HoVerNetSegmenter, cfg))

@@ -1,7 +1,7 @@
-"""Slides in, cell stores out: tile the tissue, segment, keep each nucleus once, crop, append.
+"""One slide in, one cell store out: tile the tissue, segment, keep each nucleus once, crop, append.
 
-One file of ~500 lines on purpose: the per-slide stream (read ahead, segment, own, crop, append)
-and the cohort inputs and shards that feed it.
+One file of ~350 lines on purpose: the per-slide stream (read ahead, segment, own, crop, append)
+shares the slide, its tile plan and the store writer; many slides are ``cohort``'s.
 
 Per slide: open it (resolution checked first), mask the tissue on a thumbnail, plan tiles at the
 segmenter's resolution, then stream them: read a batch (the next batch is read while this one is
@@ -17,39 +17,29 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from wsi_ccrl.config import SegmentConfig, to_dict
-from wsi_ccrl.contours import SEGMENT_CONTOURS, edge_contours
-from wsi_ccrl.crops import CROP_RULE, crop_windows, extract_crops, inside
 from wsi_ccrl.errors import WsiCcrlError
-from wsi_ccrl.log import get_logger, progress_enabled
-from wsi_ccrl.plain_image import IMAGE_SUFFIXES
-from wsi_ccrl.segment.base import Nuclei, Segmenter
-from wsi_ccrl.slide import Slide, Tile, TilePlan, plan_tiles, tissue_mask
-from wsi_ccrl.store import (
-    PARTIAL_SUFFIX,
+from wsi_ccrl.io.contours import SEGMENT_CONTOURS, edge_contours
+from wsi_ccrl.io.crops import CROP_RULE, crop_windows, extract_crops, inside
+from wsi_ccrl.io.slide import Slide
+from wsi_ccrl.io.store import (
     CellBatch,
     CellStore,
     CellStoreWriter,
-    final_path,
-    partial_path,
 )
-from wsi_ccrl.store_lock import StoreBusy, StoreLock
+from wsi_ccrl.io.store_lock import StoreLock
+from wsi_ccrl.io.tiles import Tile, TilePlan, plan_tiles, tissue_mask
+from wsi_ccrl.log import get_logger, progress_enabled
+from wsi_ccrl.segment.base import Nuclei, Segmenter
 
 log = get_logger(__name__)
-
-SLIDE_LIST_SUFFIXES = (".txt", ".lst", ".list", ".csv")
-# what a folder given as input contributes: single-file slide formats and plain images (a MIRAX
-# .mrxs comes with a folder of its own, a DICOM slide is many files: list those explicitly)
-FOLDER_SUFFIXES = (".svs", ".ndpi", ".scn", ".svslide", ".bif", ".qptiff", *IMAGE_SUFFIXES)
 
 
 # --------------------------------------------------------------------------- one slide
@@ -288,7 +278,7 @@ def tile_cells(
     """
     m = plan.crop_margin
     if len(nuclei) == 0:
-        return CellBatch.empty(cfg.crop_size)
+        return CellBatch.empty(crops=cfg.crop_size)
     # centroids in the read frame (pixel centres), then in global target px (pixel edges)
     cx = nuclei.centroid[:, 0].astype(np.float64) + m
     cy = nuclei.centroid[:, 1].astype(np.float64) + m
@@ -296,7 +286,7 @@ def tile_cells(
     x0, y0, x1, y1 = tile.core
     owned = (gx >= x0) & (gx < x1) & (gy >= y0) & (gy < y1)
     if not owned.any():
-        return CellBatch.empty(cfg.crop_size)
+        return CellBatch.empty(crops=cfg.crop_size)
     nuc = nuclei.select(owned)
     centroid = nuc.centroid.astype(np.float64) + m
     bbox = nuc.bbox.astype(np.float64) + m
@@ -364,152 +354,3 @@ def ensure_writable(folder: Path) -> None:
         raise WsiCcrlError(
             f"cannot write to output folder {folder}: {exc.strerror or exc}"
         ) from None
-
-
-# --------------------------------------------------------------------------- many slides
-@dataclass
-class SegmentReport:
-    """What a multi-slide run did: finished stores and (slide, one-line reason) failures."""
-
-    done: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    busy: list[tuple[str, str]] = field(default_factory=list)  # another run is writing them
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-def expand_slide_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Slide paths, with text files (one path per line; ``#`` comments) and folders (their slides
-    and images, sorted) expanded in place.
-
-    Relative paths in a list file are taken relative to the list's folder.
-    """
-    out: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir() and not item.name.endswith((".zarr", PARTIAL_SUFFIX)):
-            found = sorted(p for p in item.iterdir() if _is_slide_file(p))
-            if not found:
-                raise WsiCcrlError(
-                    f"no slides or images in folder {item} (looked for "
-                    f"{', '.join(sorted(FOLDER_SUFFIXES))})"
-                )
-            out.extend(found)
-        elif item.suffix.lower() in SLIDE_LIST_SUFFIXES and item.is_file():
-            for line in item.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    p = Path(line).expanduser()
-                    out.append(p if p.is_absolute() else item.parent / p)
-        else:
-            out.append(item)
-    return out
-
-
-def _is_slide_file(path: Path) -> bool:
-    return (
-        path.is_file() and not path.name.startswith(".") and path.suffix.lower() in FOLDER_SUFFIXES
-    )
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"I/N"`` (0 <= I < N) to (I, N)."""
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in str(text).split("/"))
-    except ValueError:
-        raise WsiCcrlError(f"--shard must be I/N (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise WsiCcrlError(f"--shard {text}: need 0 <= I < N")
-    return i, n
-
-
-def select_shard(items: list, shard: tuple[int, int] | None) -> list:
-    """Every N-th item starting at I, so a job array of N tasks covers each item once."""
-    if shard is None:
-        return list(items)
-    i, n = shard
-    return list(items[i::n])
-
-
-def segment_slides(
-    paths: Iterable[str | Path],
-    out_dir: str | Path,
-    config: SegmentConfig | None = None,
-    shard: tuple[int, int] | str | None = None,
-) -> SegmentReport:
-    """Segment many slides one after another; a failing slide is recorded and the rest go on.
-
-    Args:
-        paths: slide files and/or text files listing slides.
-        out_dir: folder receiving one ``<stem>.zarr`` per slide.
-        config: segmentation settings.
-        shard: (I, N) or "I/N": process slides I, I+N, I+2N, ... of the list.
-    """
-    from wsi_ccrl.segment import build_segmenter
-
-    cfg = config or SegmentConfig()
-    if isinstance(shard, str):
-        shard = parse_shard(shard)
-    slides = select_shard(expand_slide_inputs(paths), shard)
-    out_dir = Path(out_dir)
-    ensure_writable(out_dir)
-    report = SegmentReport()
-    if not slides:
-        log.warning("no slides to segment%s", f" in shard {shard[0]}/{shard[1]}" if shard else "")
-        return report
-    _check_unique_stems(slides)
-    seg = build_segmenter(cfg)  # once: a model loads once for the whole cohort
-    for k, path in enumerate(slides, 1):
-        log.info("[%d/%d] %s", k, len(slides), path)
-        target = store_path_for(path, out_dir)
-        try:
-            if target.exists() and not cfg.overwrite:
-                CellStore.open(target)  # a complete store: skip it
-                log.info("%s: already segmented (%s); skipping", path, target)
-                report.skipped.append(target)
-                continue
-            store = segment_slide(path, out_dir, cfg, segmenter=seg)
-            report.done.append(store.path)
-        except StoreBusy as exc:  # not a failure: that run will finish the store
-            log.warning("%s: skipped: %s", path, exc)
-            report.busy.append((str(path), str(exc)))
-        except WsiCcrlError as exc:
-            log.error("%s: %s", path, exc)
-            report.failed.append((str(path), str(exc)))
-        except Exception as exc:  # one bad slide must not stop a cohort run
-            log.error("%s: unexpected %s: %s", path, type(exc).__name__, exc)
-            log.debug("%s", traceback.format_exc())
-            report.failed.append((str(path), f"{type(exc).__name__}: {exc}"))
-    if report.failed:
-        log.error("%d of %d slides failed:", len(report.failed), len(slides))
-        for path, reason in report.failed:
-            log.error("  %s: %s", path, reason)
-    return report
-
-
-def _check_unique_stems(slides: list[Path]) -> None:
-    seen: dict[str, Path] = {}
-    for p in slides:
-        stem = p.stem
-        if stem in seen and seen[stem] != p:
-            raise WsiCcrlError(
-                f"two slides would write the same store {stem}.zarr: {seen[stem]} and {p}"
-            )
-        seen[stem] = p
-
-
-__all__ = [
-    "SegmentReport",
-    "expand_slide_inputs",
-    "final_path",
-    "parse_shard",
-    "partial_path",
-    "segment_slide",
-    "segment_slides",
-    "select_shard",
-    "store_path_for",
-]

@@ -1,0 +1,193 @@
+"""The tissue of a slide and the tiles that cover it.
+
+Tiles are planned on a pixel grid at the segmenter's resolution (``target_mpp``): the tile *cores*
+partition the region of interest exactly, so each nucleus (owned by the core holding its centroid)
+is stored once; each tile is read with ``overlap`` extra pixels per side so a nucleus near a core
+edge is seen whole, plus a crop margin so its crop window lies in the pixels already read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from wsi_ccrl.errors import WsiCcrlError
+
+
+# --------------------------------------------------------------------------- tissue
+def tissue_mask(thumb: np.ndarray, max_gray: int = 220) -> np.ndarray:
+    """Tissue pixels of an RGB thumbnail: Otsu on grey levels, never lighter than ``max_gray``.
+
+    The cap keeps a blank (all-glass) slide from being split into "tissue" by Otsu; a closing
+    fills pale gaps inside tissue and an opening removes dust specks.
+    """
+    from skimage.filters import threshold_otsu
+
+    gray = cv2.cvtColor(thumb, cv2.COLOR_RGB2GRAY)
+    if gray.min() == gray.max():
+        return np.zeros(gray.shape, bool)
+    thr = min(float(threshold_otsu(gray)), float(max_gray))
+    mask = (gray < thr).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return mask.astype(bool)
+
+
+# --------------------------------------------------------------------------- tiles
+@dataclass(frozen=True)
+class Tile:
+    """One tile of the plan, in target-resolution pixels of the whole slide.
+
+    ``core`` (x0, y0, x1, y1) is the part this tile owns; ``read`` the larger box it is read with
+    (core + overlap + crop margin); ``seg`` the box given to the segmenter (core + overlap).
+    """
+
+    index: int
+    core: tuple[int, int, int, int]
+    read: tuple[int, int, int, int]
+    seg: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles covering the tissue of a region at ``target_mpp``; ``scale`` level-0 px per target px."""
+
+    tiles: tuple[Tile, ...]
+    scale: float
+    tile_size: int
+    overlap: int
+    crop_margin: int
+    target_mpp: float
+    roi: tuple[int, int, int, int]  # level-0 x, y, w, h
+    n_grid: int  # tiles before the tissue filter
+    extent: tuple[float, float] = (float("inf"), float("inf"))  # the slide, target px (w, h)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __iter__(self) -> Iterator[Tile]:
+        return iter(self.tiles)
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "tile_size": self.tile_size,
+            "overlap": self.overlap,
+            "crop_margin": self.crop_margin,
+            "target_mpp": self.target_mpp,
+            "count": len(self.tiles),
+            "grid": self.n_grid,
+        }
+
+
+def plan_tiles(
+    dimensions: tuple[int, int],
+    slide_mpp: float,
+    target_mpp: float,
+    tile_size: int,
+    overlap: int,
+    crop_margin: int = 0,
+    roi: tuple[int, int, int, int] | None = None,
+    mask: np.ndarray | None = None,
+    mask_downsample: float = 1.0,
+    min_tissue_fraction: float = 0.0,
+) -> TilePlan:
+    """Tiles whose cores partition the ROI on the target-resolution grid; tissue tiles only.
+
+    Args:
+        dimensions: level-0 (width, height).
+        slide_mpp: µm per level-0 pixel.
+        target_mpp: µm per pixel the segmenter works at.
+        tile_size: side of the box given to the segmenter (core + 2 * overlap), target px.
+        overlap: pixels per side around the core, wider than the largest nucleus.
+        crop_margin: extra pixels per side read for the crops of nuclei near the core edge.
+        roi: level-0 (x, y, w, h) to limit the work to; default the whole slide.
+        mask: optional tissue mask (thumbnail), with ``mask_downsample`` level-0 px per pixel.
+        min_tissue_fraction: tiles whose core has less tissue than this are dropped.
+    """
+    core = tile_size - 2 * overlap
+    if core < 16:
+        raise WsiCcrlError(
+            f"tile_size {tile_size} leaves a core of {core} px with overlap {overlap}: "
+            "use a larger tile or a smaller overlap"
+        )
+    w0, h0 = dimensions
+    x, y, w, h = roi if roi is not None else (0, 0, w0, h0)
+    x0, y0 = max(0, int(x)), max(0, int(y))
+    x1, y1 = min(w0, int(x) + int(w)), min(h0, int(y) + int(h))
+    if x1 <= x0 or y1 <= y0:
+        raise WsiCcrlError(f"--roi {x},{y},{w},{h} lies outside the slide ({w0} x {h0} px)")
+    scale = target_mpp / slide_mpp
+    # ROI in target pixels: the cores tile [tx0, tx1) x [ty0, ty1)
+    tx0, ty0 = int(np.floor(x0 / scale)), int(np.floor(y0 / scale))
+    tx1, ty1 = int(np.ceil(x1 / scale)), int(np.ceil(y1 / scale))
+    xs = np.arange(tx0, tx1, core)
+    ys = np.arange(ty0, ty1, core)
+    gx, gy = np.meshgrid(xs, ys)  # row-major: tiles ordered by rows, then columns
+    cx0, cy0 = gx.ravel(), gy.ravel()
+    cx1, cy1 = np.minimum(cx0 + core, tx1), np.minimum(cy0 + core, ty1)
+    keep = np.ones(cx0.size, bool)
+    if mask is not None:
+        frac = _tissue_fraction(mask, mask_downsample / scale, cx0, cy0, cx1, cy1)
+        keep = frac >= min_tissue_fraction if min_tissue_fraction > 0 else frac > 0
+    tiles = []
+    pad = overlap + crop_margin
+    for i in np.flatnonzero(keep):
+        c = (int(cx0[i]), int(cy0[i]), int(cx1[i]), int(cy1[i]))
+        tiles.append(
+            Tile(
+                index=len(tiles),
+                core=c,
+                read=(c[0] - pad, c[1] - pad, c[0] + core + pad, c[1] + core + pad),
+                seg=(c[0] - overlap, c[1] - overlap, c[0] + core + overlap, c[1] + core + overlap),
+            )
+        )
+    return TilePlan(
+        tiles=tuple(tiles),
+        scale=scale,
+        tile_size=tile_size,
+        overlap=overlap,
+        crop_margin=crop_margin,
+        target_mpp=target_mpp,
+        roi=(x0, y0, x1 - x0, y1 - y0),
+        n_grid=int(cx0.size),
+        extent=(w0 / scale, h0 / scale),
+    )
+
+
+def _tissue_fraction(
+    mask: np.ndarray,
+    ds: float,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    x1: np.ndarray,
+    y1: np.ndarray,
+) -> np.ndarray:
+    """Mean of ``mask`` over boxes given in target px (``ds`` target px per mask px), vectorised
+    with an integral image."""
+    integral = cv2.integral(mask.astype(np.uint8)).astype(np.int64)  # (H+1, W+1)
+    mh, mw = mask.shape
+    mx0 = np.clip(np.floor(x0 / ds).astype(int), 0, mw)
+    my0 = np.clip(np.floor(y0 / ds).astype(int), 0, mh)
+    mx1 = np.clip(np.ceil(x1 / ds).astype(int), 0, mw)
+    my1 = np.clip(np.ceil(y1 / ds).astype(int), 0, mh)
+    area = np.maximum((mx1 - mx0) * (my1 - my0), 1)
+    total = integral[my1, mx1] - integral[my0, mx1] - integral[my1, mx0] + integral[my0, mx0]
+    return total / area
+
+
+def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
+    """``"x,y,w,h"`` (level-0 pixels) to a tuple; one clear error for anything else."""
+    if text is None or text == "":
+        return None
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(int(float(p)) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
+        raise WsiCcrlError(f"--roi must be x,y,w,h in level-0 pixels with w, h > 0, got {text!r}")
+    return values  # type: ignore[return-value]

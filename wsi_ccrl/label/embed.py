@@ -1,0 +1,121 @@
+"""Embeddings of cell crops from a trained backbone, batched, with no augmentation.
+
+``embed_store`` streams a whole cell store through the backbone, one chunk of crops at a time (the
+next chunk is read and decompressed on a thread while the current one runs), and writes the
+features back into the store as ``embedding`` float16 (N, D). On CUDA the backbone runs under bf16
+autocast, with DataParallel over every visible GPU.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from wsi_ccrl.config import LabelConfig
+from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.log import get_logger, progress_enabled
+from wsi_ccrl.runtime import resolve_device
+
+log = get_logger(__name__)
+
+
+@torch.no_grad()
+def embed_crops(
+    backbone: nn.Module,
+    crops: np.ndarray,
+    batch_size: int = LabelConfig.batch_size,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Features of every crop.
+
+    Args:
+        backbone: maps (B, 3, S, S) float in [0, 1] to (B, D); put in eval mode here.
+        crops: (N, S, S, 3) uint8 (a NumPy or zarr array; read one batch at a time).
+        batch_size: crops per forward pass.
+        device: where the backbone runs.
+
+    Returns:
+        (N, D) float32.
+    """
+    backbone.eval()
+    device = torch.device(device)
+    out = []
+    for start in range(0, crops.shape[0], batch_size):
+        batch = torch.from_numpy(np.asarray(crops[start : start + batch_size]))
+        batch = batch.to(device, non_blocking=device.type == "cuda")
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            feats = backbone(x)
+        out.append(feats.float().cpu().numpy())
+    if not out:
+        module = getattr(backbone, "module", backbone)
+        return np.zeros((0, getattr(module, "feature_dim", 512)), np.float32)
+    return np.concatenate(out)
+
+
+def parallel_backbone(backbone: nn.Module, device: torch.device) -> nn.Module:
+    """The backbone on ``device``, wrapped in DataParallel when several GPUs are visible."""
+    backbone = backbone.to(device).eval()
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        log.info("embedding on %d GPUs (DataParallel)", torch.cuda.device_count())
+        backbone = nn.DataParallel(backbone)
+    if device.type == "cuda":
+        backbone = backbone.to(memory_format=torch.channels_last)
+    return backbone
+
+
+def embed_store(
+    store,
+    backbone: nn.Module,
+    batch_size: int = LabelConfig.batch_size,
+    device: str | torch.device = LabelConfig.device,
+    column: str = "embedding",
+):
+    """Embed every crop of ``store`` (a writable CellStore) into its ``column`` (float16, N × D).
+
+    Args:
+        store: a ``CellStore`` opened with mode ``r+``.
+        backbone: maps (B, 3, S, S) float in [0, 1] to (B, D).
+        batch_size: crops per forward pass (per step of all GPUs together).
+        device: ``auto``, ``cpu``, ``cuda`` or a torch device.
+
+    Returns:
+        The written zarr array.
+    """
+    device = resolve_device(device)
+    model = parallel_backbone(backbone, device)
+    module = getattr(model, "module", model)
+    dim = int(getattr(module, "feature_dim", 512))
+    out = store.create_column(column, np.float16, (dim,))
+    crops = store["crops"]
+    # read whole store chunks (aligned writes), at least one batch's worth
+    rows = store.chunk_cells * max(1, -(-batch_size // store.chunk_cells))
+    ranges = list(store.iter_ranges(rows))
+    bar = tqdm(
+        total=store.n_cells,
+        desc=f"embed {store.path.name}",
+        unit="cell",
+        disable=not progress_enabled(),
+    )
+    with ThreadPoolExecutor(max_workers=1) as reader, bar:
+        pending = reader.submit(_read, crops, *ranges[0]) if ranges else None
+        for i, (start, stop) in enumerate(ranges):
+            batch = pending.result()
+            if i + 1 < len(ranges):
+                pending = reader.submit(_read, crops, *ranges[i + 1])
+            feats = embed_crops(model, batch, batch_size, device)
+            if not np.isfinite(feats).all():
+                raise WsiCcrlError(
+                    f"{store.path}: the model gives NaN/inf features (cells {start}+)"
+                )
+            out[start:stop] = feats.astype(np.float16)
+            bar.update(stop - start)
+    return out
+
+
+def _read(array, start: int, stop: int) -> np.ndarray:
+    return np.asarray(array[start:stop])

@@ -1,0 +1,277 @@
+"""``label``: embed every cell, cluster all slides with one K-means model, export overlays.
+
+Every check that can fail on the user's input (model vs store crop size, empty stores, k against the
+number of cells, the names file, a K-means file of another model) runs before any embedding starts,
+so a bad input costs one line and leaves nothing half-written. Each output is written under a
+temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wsi_ccrl.config import LabelConfig, dump_yaml, to_dict
+from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.io.store import CellStore, drop_empty, find_stores
+from wsi_ccrl.label.cluster import KMeansModel, file_sha256, fit_stores, predict_store
+from wsi_ccrl.label.embed import embed_store
+from wsi_ccrl.label.export import default_compress, export_store
+from wsi_ccrl.label.palette import ClusterStyles, cluster_styles
+from wsi_ccrl.label.visualize import draw_gallery, draw_overview
+from wsi_ccrl.log import get_logger
+from wsi_ccrl.runtime import resolve_device
+
+log = get_logger(__name__)
+RESOLVED_CONFIG = "label_config.yaml"
+GALLERY = "gallery.png"
+
+
+@dataclass
+class SlideResult:
+    """What was written for one store."""
+
+    store: Path
+    stem: str
+    n_cells: int
+    counts: list[int]
+    files: list[Path] = field(default_factory=list)
+    repaired: int = 0
+    vertices: int = 0
+    embedded: bool = True  # False when the store's embeddings from this model were reused
+
+
+@dataclass
+class LabelSummary:
+    """What a ``label`` run did, for the CLI to print."""
+
+    k: int
+    encoder: str
+    fitted: bool  # False when the centroids came from a --kmeans file
+    slides: list[SlideResult]
+    gallery: Path
+    config: Path
+    kmeans: Path | None
+    seconds: float
+    styles: ClusterStyles
+
+    @property
+    def n_cells(self) -> int:
+        return sum(s.n_cells for s in self.slides)
+
+
+def store_stem(path: Path) -> str:
+    """``slide`` for ``.../slide.zarr``: the name of the slide's outputs."""
+    name = path.name
+    return name[: -len(".zarr")] if name.endswith(".zarr") else name
+
+
+def label_stores(
+    model_path: str | Path,
+    stores: list[str | Path],
+    out_dir: str | Path,
+    cfg: LabelConfig,
+    kmeans_path: str | Path | None = None,
+    save_kmeans: str | Path | None = None,
+    names: str | Path | None = None,
+) -> LabelSummary:
+    """Embed, cluster and export every cell of ``stores`` with one K-means model.
+
+    Args:
+        model_path: a ``model.pt`` written by ``train``.
+        stores: cell stores, or folders holding them.
+        out_dir: where the per-slide exports, the gallery and the resolved config go.
+        cfg: the label config (k, encoder, exports, ...).
+        kmeans_path: reuse the centroids of this file instead of fitting (its k wins).
+        save_kmeans: write the fitted (or reused) centroids here.
+        names: YAML file mapping cluster ids to names and colours.
+    """
+    from wsi_ccrl.ccrl.model_io import load_backbone
+
+    t0 = time.perf_counter()
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    backbone, meta = load_backbone(model_path, cfg.encoder)
+    model_hash = file_sha256(model_path)
+    opened = _open_stores(stores, int(meta["crop_size"]))
+    stems = [store_stem(s.path) for s in opened]
+    dim = int(getattr(backbone, "feature_dim", 512))
+    km = _kmeans_for(cfg, kmeans_path, sum(s.n_cells for s in opened), dim, model_hash)
+    styles = cluster_styles(km.k, names)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WsiCcrlError(f"--out {out_dir} is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    embedded = {}
+    for store in opened:
+        source = {"model_sha256": model_hash, "encoder": cfg.encoder, "dim": dim}
+        if cfg.reuse_embeddings and _has_embeddings(store, source):
+            log.info("%s: reusing its embeddings from the same model", store.path.name)
+            embedded[store.path] = False
+            continue
+        log.info("embedding %s (%d cells, %s encoder)", store.path.name, store.n_cells, cfg.encoder)
+        store.update_attrs(embedding=None)  # invalid until the column is complete
+        embed_store(store, backbone, cfg.batch_size, device)
+        store.update_attrs(embedding=source)
+        embedded[store.path] = True
+    fitted = not hasattr(km, "cluster_centers_")
+    if fitted:
+        fit_stores(km, opened, cfg.fit_sample, cfg.seed)
+        km.info_.update(encoder=cfg.encoder, model=str(model_path), model_sha256=model_hash)
+    if save_kmeans is not None:
+        km.save(save_kmeans, encoder=cfg.encoder, model=str(model_path), model_sha256=model_hash)
+    provenance = {
+        "model": str(model_path),
+        "model_sha256": model_hash,
+        "encoder": cfg.encoder,
+        "k": km.k,
+        "kmeans": (
+            {"file": str(kmeans_path), "sha256": file_sha256(kmeans_path)}
+            if kmeans_path is not None
+            else {"fitted_on": km.n_fit_, "seed": cfg.seed, "backend": km.backend_}
+        ),
+        "names": styles.as_dict(),
+        "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+    results, all_clusters = [], []
+    for store, stem in zip(opened, stems, strict=True):
+        clusters = predict_store(km, store)
+        store.update_attrs(label=provenance)
+        all_clusters.append(clusters)
+        result = SlideResult(
+            store.path,
+            stem,
+            store.n_cells,
+            np.bincount(clusters, minlength=km.k).tolist(),
+            embedded=embedded[store.path],
+        )
+        _export_slide(store, clusters, styles, out_dir, cfg, result)
+        results.append(result)
+        log.info("%s: %d cells labelled", stem, store.n_cells)
+
+    gallery = draw_gallery(
+        opened,
+        all_clusters,
+        styles,
+        out_dir / GALLERY,
+        cfg.gallery_per_cluster,
+        cfg.seed,
+        cfg.gallery_tile,
+    )
+    config_path = out_dir / RESOLVED_CONFIG
+    dump_yaml("label", cfg, config_path)
+    log.debug("resolved config: %s", to_dict(cfg))
+    return LabelSummary(
+        k=km.k,
+        encoder=cfg.encoder,
+        fitted=fitted,
+        slides=results,
+        gallery=gallery,
+        config=config_path,
+        kmeans=Path(save_kmeans) if save_kmeans is not None else None,
+        seconds=time.perf_counter() - t0,
+        styles=styles,
+    )
+
+
+def _open_stores(stores: list[str | Path], crop_size: int) -> list[CellStore]:
+    """Open every store for writing; skip empty stores, refuse foreign crop sizes, clashing names."""
+    opened = [CellStore.open(p, mode="r+") for p in find_stores(list(stores))]
+    stems = [store_stem(s.path) for s in opened]
+    dup = next((s for s in stems if stems.count(s) > 1), None)
+    if dup is not None:
+        raise WsiCcrlError(
+            f"two stores are named {dup!r}; their exports would overwrite each other"
+        )
+    opened = drop_empty(opened)
+    for store in opened:
+        if store.crop_size != crop_size:
+            raise WsiCcrlError(
+                f"{store.path} has {store.crop_size} px crops but the model was trained on "
+                f"{crop_size} px crops; segment with crop_size {crop_size} or use a matching model"
+            )
+    return opened
+
+
+def _export_slide(
+    store: CellStore,
+    clusters: np.ndarray,
+    styles: ClusterStyles,
+    out_dir: Path,
+    cfg: LabelConfig,
+    result: SlideResult,
+) -> None:
+    """The per-slide files: GeoJSON (gzipped when asked, or by default above
+    ``GZIP_ABOVE_CELLS`` cells), CSV, overview PNG; GeoJSON and CSV in one pass."""
+    stem = result.stem
+    geojson = csv = None
+    if "geojson" in cfg.export:
+        compress = default_compress(store.n_cells) if cfg.compress is None else cfg.compress
+        geojson = out_dir / (f"{stem}.geojson.gz" if compress else f"{stem}.geojson")
+        stale = out_dir / (f"{stem}.geojson" if compress else f"{stem}.geojson.gz")
+        stale.unlink(missing_ok=True)  # never two overlays of one slide side by side
+        result.files.append(geojson)
+    if "csv" in cfg.export:
+        result.files.append(csv := out_dir / f"{stem}.csv")
+    if geojson or csv:
+        counts = export_store(
+            store, styles, geojson, csv, compress=bool(geojson and compress), simplify=cfg.simplify
+        )
+        result.repaired, result.vertices = counts["repaired"], counts["vertices"]
+    result.files.append(overview := out_dir / f"{stem}.overview.png")
+    draw_overview(store, clusters, styles, overview, cfg.overview_max_side)
+
+
+def _has_embeddings(store: CellStore, source: dict) -> bool:
+    """Whether the store holds complete embeddings from this model file and encoder."""
+    return (
+        store.attrs.get("embedding") == source
+        and "embedding" in store
+        and store["embedding"].shape == (store.n_cells, source["dim"])
+    )
+
+
+def _kmeans_for(
+    cfg: LabelConfig, kmeans_path: str | Path | None, total: int, dim: int, model_hash: str
+) -> KMeansModel:
+    """A loaded (and checked) K-means model, or an unfitted one that can be fitted here."""
+    if kmeans_path is None:
+        n_fit = min(cfg.fit_sample, total)
+        if cfg.k > n_fit:
+            raise WsiCcrlError(
+                f"k={cfg.k} clusters but only {n_fit} cells to fit on "
+                f"({total} cells, fit_sample={cfg.fit_sample}); lower --k"
+            )
+        return KMeansModel(
+            cfg.k,
+            cfg.seed,
+            cfg.kmeans_backend,
+            minibatch_above=cfg.kmeans_minibatch_above,
+            n_init=cfg.kmeans_n_init,
+            features=cfg.features,
+        )
+    km = KMeansModel.load(kmeans_path)
+    if km.n_features_in_ != dim:
+        raise WsiCcrlError(
+            f"{kmeans_path} holds {km.n_features_in_}-d centroids but the model gives {dim}-d "
+            "embeddings"
+        )
+    if km.k != cfg.k:
+        raise WsiCcrlError(f"{kmeans_path} has k={km.k} but k={cfg.k} was asked; drop --k")
+    encoder = km.info_.get("encoder")
+    if encoder and encoder != cfg.encoder:
+        raise WsiCcrlError(
+            f"{kmeans_path} was fitted on {encoder}-encoder embeddings, not {cfg.encoder}"
+        )
+    fitted_hash = km.info_.get("model_sha256")
+    if fitted_hash and fitted_hash != model_hash:
+        raise WsiCcrlError(
+            f"{kmeans_path} was fitted on another model's embeddings "
+            f"({km.info_.get('model', '?')}); its clusters mean nothing for this model"
+        )
+    return km

@@ -36,6 +36,7 @@ draws the data order and the latent codes.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
@@ -119,7 +120,7 @@ def _up(cin: int, cout: int, bn: bool) -> list[nn.Module]:
 
 
 @dataclass
-class SeededTraining:
+class SeededTraining(ABC):
     """The settings and the fit both generative baselines share: the crops on the device, the
     networks initialised under ``torch.manual_seed(seed)`` (the caller's RNG restored after),
     ``steps`` batches drawn by a seeded ``torch.Generator``, a progress bar and the time taken.
@@ -152,14 +153,17 @@ class SeededTraining:
         self._finish(len(x))
         return self
 
+    @abstractmethod
     def _build(self, size: int) -> None:
-        raise NotImplementedError
+        """Create the networks and optimisers for ``size`` px crops."""
 
+    @abstractmethod
     def _step(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, str]:
-        raise NotImplementedError
+        """One optimiser step on ``batch``; what the progress bar shows."""
 
+    @abstractmethod
     def _finish(self, n_cells: int) -> None:
-        raise NotImplementedError
+        """Set the fitted state after the last step."""
 
 
 # --------------------------------------------------------------------------- DCAE

@@ -63,20 +63,33 @@ _FIRST_ROUND: dict[str, dict] = {
     "stem-small": {"train.stem": "small", "train.max_steps": 200},
     "no-local-global": {"train.augment.local_global": False},
 }
-# the first round ran with the profile's queue of 512, before queue2048 won and became the profile's
+# Every variant names the settings it was trained with that the profile has changed since (epochs
+# 3 -> 2, warm-up 0 -> 1, queue 512 -> 2048), so its cached model stays valid after the change.
+OLD = {"train.epochs": 3, "train.warmup_epochs": 0}  # the profile before the warm-up
+WARMUP = {"train.queue_size": 2048, "train.warmup_epochs": 1}
 VARIANTS: dict[str, dict] = {
-    **{name: {"train.queue_size": 512, **over} for name, over in _FIRST_ROUND.items()},
-    "queue2048": {"train.queue_size": 2048},
-    # the shipped profile again with other training seeds: how far one training run moves
-    "queue2048-seed1": {"train.queue_size": 2048, "seed": 1},
-    "queue2048-seed2": {"train.queue_size": 2048, "seed": 2},
+    # the first round ran with the profile's queue of 512, before queue2048 won
+    **{name: {**OLD, "train.queue_size": 512, **over} for name, over in _FIRST_ROUND.items()},
+    "queue2048": {**OLD, "train.queue_size": 2048},
+    # the profile again with other training seeds: how far one training run moves
+    "queue2048-seed1": {**OLD, "train.queue_size": 2048, "seed": 1},
+    "queue2048-seed2": {**OLD, "train.queue_size": 2048, "seed": 2},
     # seed 1 got stuck near the uniform loss (7.0 of log 2049 = 7.6): what makes it learn
-    "queue2048-seed1-warmup1": {"train.queue_size": 2048, "seed": 1, "train.warmup_epochs": 1},
-    "queue2048-seed1-lr3e-4": {"train.queue_size": 2048, "seed": 1, "train.lr": 3e-4},
-    "queue512-seed1": {"train.queue_size": 512, "seed": 1},
+    "queue2048-seed1-warmup1": {**WARMUP, "train.epochs": 3, "seed": 1},
+    "queue2048-seed1-lr3e-4": {**OLD, "train.queue_size": 2048, "seed": 1, "train.lr": 3e-4},
+    "queue512-seed1": {**OLD, "train.queue_size": 512, "seed": 1},
+    **{f"warmup1-seed{seed}": {**WARMUP, "train.epochs": 3, "seed": seed} for seed in (0, 2, 3)},
+    # training length with the warm-up: 6 epochs, then 2 (the profile since)
     **{
-        f"warmup1-seed{seed}": {"train.queue_size": 2048, "seed": seed, "train.warmup_epochs": 1}
-        for seed in (0, 2)
+        f"warmup1-epochs{n}-seed{seed}": {**WARMUP, "train.epochs": n, "seed": seed}
+        for n in (2, 6)
+        for seed in (0, 1, 2, 3)
+    },
+    # the 2-epoch profile with a faster key encoder: m 0.99 averages the last ~100 of 450 steps
+    **{
+        f"epochs2-m{m}-seed{seed}": {**WARMUP, "train.epochs": 2, "train.momentum": m, "seed": seed}
+        for m in (0.95, 0.98)
+        for seed in (0, 1, 2, 3)
     },
 }
 NOT_CONFIG = ("edge", "seed")  # variant keys the script handles itself

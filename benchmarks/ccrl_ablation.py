@@ -91,6 +91,11 @@ VARIANTS: dict[str, dict] = {
         for m in (0.95, 0.98)
         for seed in (0, 1, 2, 3)
     },
+    # the 2-epoch profile with the lower learning rate that also rescued seed 1
+    **{
+        f"epochs2-lr3e-4-seed{seed}": {**WARMUP, "train.epochs": 2, "train.lr": 3e-4, "seed": seed}
+        for seed in (0, 1, 2, 3)
+    },
 }
 NOT_CONFIG = ("edge", "seed")  # variant keys the script handles itself
 

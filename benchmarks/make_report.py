@@ -30,8 +30,8 @@ section names its command, the machine and the date. Rebuild this file with
 `python benchmarks/make_report.py` after re-running them. The machine for all of them: a 2-core
 x86_64 VM without a GPU, often shared with other jobs while measuring, so speeds are pessimistic;
 memory figures are not affected. Quality figures name their split: "validation" is carved from
-CoNSeP's Train by source tile (tiles 21–27) and is what settings were chosen on; no test split is
-in this repository's reach.
+CoNSeP's Train by source tile (tiles 21–27) and is what settings were chosen on; a second
+validation fold (tiles 1–7) checks them; no test split is in this repository's reach.
 """
 
 
@@ -42,7 +42,8 @@ def main() -> None:
         lines = text.splitlines()
         if lines and lines[0].startswith("#"):
             lines = lines[1:]  # the section title replaces the script's own
-        body = "\n".join(lines).strip().replace("\n# ", "\n### ").replace("\n## ", "\n### ")
+        body = "\n" + "\n".join(lines).strip()  # a heading on the first line is demoted too
+        body = body.replace("\n# ", "\n### ").replace("\n## ", "\n### ").strip()
         parts.append(f"## {title}\n\n{body}\n")
     out = HERE.parent / "BENCHMARKS.md"
     out.write_text("\n".join(parts))

@@ -75,6 +75,7 @@ def test_inherit_and_overrides(tmp_path):
         ("train:\n  epochs: three\n", "expected an integer"),
         ("train:\n  amp: maybe\n", "expected true or false"),
         ("train:\n  augment:\n    crop_scale: [0.2]\n", "expected 2 values"),
+        ("train:\n  augment:\n    stain: 1.5\n", "need 0 <= stain < 1"),
         ("trian:\n  epochs: 3\n", "unknown section 'trian'"),
         ("train: [1, 2\n", "not valid YAML"),
     ],

@@ -120,6 +120,9 @@ class AugmentConfig:
     flip_p: float = 0.5
     rotation: tuple[float, float] = (0.0, 180.0)
     rotation_padding: str = "zeros"  # corners a rotation uncovers: zeros (black) | reflection
+    stain: float = (
+        0.0  # HED stain jitter (Tellez et al. 2018): amounts x U(1 +- s), + U(+-s/4); 0 off
+    )
 
     def validate(self) -> None:
         if self.rotation_padding not in ("zeros", "reflection"):
@@ -135,6 +138,8 @@ class AugmentConfig:
             raise ConfigError(
                 f"train.augment.blur_sigma: need 0 < min <= max, got {self.blur_sigma}"
             )
+        if not 0.0 <= self.stain < 1.0:
+            raise ConfigError(f"train.augment.stain: need 0 <= stain < 1, got {self.stain}")
         for name in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train.augment.{name}: a probability in [0, 1]")

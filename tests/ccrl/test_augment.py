@@ -7,7 +7,7 @@ import pytest
 import torch
 from kornia.augmentation import RandomAffine, RandomResizedCrop
 
-from wsi_ccrl.ccrl.augment import CellViews, blur_kernel_size
+from wsi_ccrl.ccrl.augment import CellViews, StainJitter, blur_kernel_size
 from wsi_ccrl.config import AugmentConfig
 from wsi_ccrl.io.store import CellStore
 
@@ -92,3 +92,29 @@ def test_rotation_padding_reflection_invents_no_black_corners():
         q, _ = CellViews(AugmentConfig(**base, rotation_padding=padding), 32)(pink, seed=0)
         dark[padding] = (q.amin(dim=1) < 0.3).float().mean().item()
     assert dark["zeros"] > 0.1 and dark["reflection"] == 0.0
+
+
+def test_stain_jitter_changes_stain_amounts_per_cell_and_keeps_their_vectors(crops):
+    """Real crops: s = 0 is the identity; s > 0 moves each crop's colours differently, and every
+    jittered pixel is still a mix of the H, E and DAB vectors (no new hue is invented)."""
+    from skimage.color import rgb2hed
+
+    x = crops.permute(0, 3, 1, 2).float().div(255.0).clamp(min=1 / 255)
+    assert torch.allclose(StainJitter(0.0)(x), x, atol=1e-5)
+    torch.manual_seed(0)
+    y = StainJitter(0.3)(x)
+    assert y.shape == x.shape and y.min() >= 0.0 and y.max() <= 1.0
+    change = (y - x).abs().mean(dim=(1, 2, 3))
+    assert change.min() > 0.005 and len(set(change.tolist())) == len(x)
+    # per crop, the haematoxylin channel is an affine map of the input's: amount x scale + shift
+    hed_x = rgb2hed(x[0].permute(1, 2, 0).numpy().astype(np.float64))[..., 0].ravel()
+    hed_y = rgb2hed(y[0].permute(1, 2, 0).numpy().astype(np.float64))[..., 0].ravel()
+    unclipped = (y[0] > 1.5 / 255).all(0).ravel().numpy() & (y[0] < 1).all(0).ravel().numpy()
+    assert np.corrcoef(hed_x[unclipped], hed_y[unclipped])[0, 1] > 0.99
+
+
+def test_stain_jitter_is_in_the_views_only_when_asked():
+    assert not any(isinstance(m, StainJitter) for m in CellViews(AugmentConfig(), 32).query)
+    views = CellViews(AugmentConfig(stain=0.2), 32)
+    assert all(isinstance(p[0], StainJitter) for p in (views.query,))
+    assert any(isinstance(m, StainJitter) for m in views.key)

@@ -120,6 +120,7 @@ class AugmentConfig:
     flip_p: float = 0.5
     rotation: tuple[float, float] = (0.0, 180.0)
     rotation_padding: str = "zeros"  # corners a rotation uncovers: zeros (black) | reflection
+    right_angles: bool = False  # rotate by a random multiple of 90 degrees instead (no corners)
     stain: float = (
         0.0  # HED stain jitter (Tellez et al. 2018): amounts x U(1 +- s), + U(+-s/4); 0 off
     )

@@ -94,6 +94,21 @@ def test_rotation_padding_reflection_invents_no_black_corners():
     assert dark["zeros"] > 0.1 and dark["reflection"] == 0.0
 
 
+def test_right_angles_gives_exact_dihedral_copies_of_real_crops(crops):
+    """Each view is one of the 8 rotations by 90 degrees / mirror images of its crop, pixel for
+    pixel (no corners, no resampling), and the draws differ between cells."""
+    cfg = AugmentConfig(**NO_OP, local_global=False, right_angles=True)  # no flips: rotation only
+    q, _ = CellViews(cfg, 32)(crops, seed=0)
+    x = crops.permute(0, 3, 1, 2).float().div(255.0)
+    found = []
+    for view, crop in zip(q, x, strict=True):
+        copies = [torch.rot90(c, r, dims=(1, 2)) for c in (crop, crop.flip(2)) for r in range(4)]
+        errors = torch.stack([(view - c).abs().max() for c in copies])
+        assert errors.min() < 1e-4, errors.min()
+        found.append(int(errors.argmin()))
+    assert len(set(found)) > 2  # several of the 4 rotations drawn
+
+
 def test_stain_jitter_changes_stain_amounts_per_cell_and_keeps_their_vectors(crops):
     """Real crops: s = 0 is the identity; s > 0 moves each crop's colours differently, and every
     jittered pixel is still a mix of the H, E and DAB vectors (no new hue is invented)."""

@@ -1,7 +1,8 @@
 """The two CCRL views of a batch of cell crops, made on the training device with kornia.
 
 Both pipelines apply an optional H&E stain jitter, colour jitter, random grey-scale, Gaussian blur, horizontal and vertical flips
-and a rotation in [0, 180] degrees, with independent random parameters per sample. One branch
+and a rotation in [0, 180] degrees (or by a multiple of 90 degrees, ``right_angles``: no
+uncovered corners, no resampling), with independent random parameters per sample. One branch
 (the key, by default, as in the paper's Figure 1) first takes a random resized crop of the cell:
 the local view; the other sees the whole cell: the global view. ``local_global: false`` makes
 both views global (the ablation). Whole uint8 batches go in, so the GPU does the work, not CPU
@@ -75,7 +76,9 @@ def view_pipeline(cfg: AugmentConfig, crop_size: int, local: bool) -> nn.Sequent
         ),
         K.RandomHorizontalFlip(p=cfg.flip_p),
         K.RandomVerticalFlip(p=cfg.flip_p),
-        K.RandomAffine(tuple(cfg.rotation), padding_mode=cfg.rotation_padding, p=1.0),
+        K.RandomRotation90((0, 3), p=1.0)
+        if cfg.right_angles
+        else K.RandomAffine(tuple(cfg.rotation), padding_mode=cfg.rotation_padding, p=1.0),
     ]
     return nn.Sequential(*steps)
 

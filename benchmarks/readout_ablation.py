@@ -1,0 +1,154 @@
+"""Ablation: how trained CCRL models' embeddings go to K-means, against the source-tile shift.
+
+On validation fold 2 the errors follow the source tile (BENCHMARKS.md, CCRL ablation). This
+script re-reads the models a ``wsi-ccrl benchmark`` run already trained (no training) with read-outs
+that adapt to, or average out, such shifts, and prints train→val and standalone AMI / ARI (%) as
+mean ± std over the run's training seeds (K-means seeds 0 1 2, k 4, n_init 4, the benchmark's
+4,000 fitting cells):
+
+- ``l2``: the shipped read-out (momentum encoder, layer4, L2-normalised);
+- ``projector``: the momentum projector's 64-d output (what InfoNCE compared), L2-normalised;
+- ``tta8``: the mean of the L2 embeddings of the 8 flips/rotations by 90° of each crop;
+- ``centre-split``: L2 embeddings centred on their split's mean (train and validation apart);
+- ``centre-tile``: centred on their source tile's mean (a slide's, in a cohort);
+- ``adabn-split`` / ``adabn-tile``: BatchNorm statistics re-estimated on the split's / the source
+  tile's cells before embedding (AdaBN).
+
+    OMP_NUM_THREADS=1 python benchmarks/readout_ablation.py runs/fold2/lr3e-4 \\
+        --readouts l2 tta8 centre-split centre-tile adabn-split adabn-tile
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+READOUTS = ("l2", "projector", "tta8", "centre-split", "centre-tile", "adabn-split", "adabn-tile")
+
+
+def source_tiles(store) -> np.ndarray:
+    """The CoNSeP source tile (the N of train_N_xxx.png) of every cell of a benchmark store."""
+    tiles = np.array([int(name.split("_")[1]) for name in store.attrs["tiles"]])
+    return tiles[store["tile"][:].astype(np.int64)]
+
+
+def dihedral(crops: np.ndarray) -> list[np.ndarray]:
+    """The 8 rotations by 90° and their mirror images of (N, S, S, 3) crops."""
+    out = []
+    for k in range(4):
+        r = np.rot90(crops, k, axes=(1, 2))
+        out += [np.ascontiguousarray(r), np.ascontiguousarray(r[:, :, ::-1])]
+    return out
+
+
+def adapt_bn(backbone, crops: np.ndarray, batch_size: int = 256) -> None:
+    """Re-estimate every BatchNorm's running statistics on these crops (AdaBN)."""
+    import torch
+
+    for m in backbone.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    backbone.train()
+    with torch.no_grad():
+        for start in range(0, len(crops), batch_size):
+            x = torch.from_numpy(np.asarray(crops[start : start + batch_size]))
+            backbone(x.permute(0, 3, 1, 2).float().div_(255.0))
+    backbone.eval()
+
+
+def features(model: Path, readout: str, crops: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    from wsi_ccrl.ccrl.model_io import load_backbone
+    from wsi_ccrl.label.embed import embed_crops
+    from wsi_ccrl.label.features import l2_normalize
+
+    backbone, _ = load_backbone(model, "momentum")
+    if readout == "l2":
+        return l2_normalize(embed_crops(backbone, crops))
+    if readout == "projector":
+        import torch
+
+        from wsi_ccrl.ccrl.heads import mlp_head
+        from wsi_ccrl.ccrl.model_io import load_model_file
+
+        payload = load_model_file(model)
+        cfg = payload["config"]
+        head = mlp_head(int(payload["embed_dim"]), cfg["proj_hidden"], cfg["proj_dim"])
+        head.load_state_dict(payload["projector_k"])
+        with torch.no_grad():
+            z = head.eval()(torch.from_numpy(embed_crops(backbone, crops)))
+        return l2_normalize(z.numpy())
+    if readout == "tta8":
+        views = [l2_normalize(embed_crops(backbone, v)) for v in dihedral(crops)]
+        return l2_normalize(np.mean(views, 0))
+    if readout.startswith("centre"):
+        x = l2_normalize(embed_crops(backbone, crops))
+        keys = groups if readout == "centre-tile" else np.zeros(len(x), np.int64)
+        for g in np.unique(keys):
+            x[keys == g] -= x[keys == g].mean(0)
+        return l2_normalize(x)
+    if readout.startswith("adabn"):
+        keys = groups if readout == "adabn-tile" else np.zeros(len(crops), np.int64)
+        out = np.zeros((len(crops), 512), np.float32)
+        for g in np.unique(keys):
+            backbone, _ = load_backbone(model, "momentum")
+            adapt_bn(backbone, crops[keys == g])
+            out[keys == g] = embed_crops(backbone, crops[keys == g])
+        return l2_normalize(out)
+    raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a `wsi-ccrl benchmark consep` output folder")
+    parser.add_argument("--readouts", nargs="+", default=list(READOUTS), choices=READOUTS)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    import torch
+
+    from wsi_ccrl.bench.datasets.common import load_cells
+    from wsi_ccrl.bench.protocol import cluster_scores, subsample
+    from wsi_ccrl.io.store import CellStore
+
+    torch.set_num_threads(args.threads)
+    train_store = CellStore.open(args.run / "stores/consep-train.zarr")
+    val_store = CellStore.open(args.run / "stores/consep-test.zarr")
+    fit_rows = subsample(train_store.n_cells, 4000, 0)  # the benchmark's fitting cells
+    train, val = load_cells(train_store, fit_rows), load_cells(val_store)
+    train_groups, val_groups = source_tiles(train_store)[fit_rows], source_tiles(val_store)
+    y = val.gt_class.astype(np.int64)
+    models = sorted(args.run.glob("models/ccrl-seed*/model.pt"))
+    if not models:
+        sys.exit(f"no models/ccrl-seed*/model.pt under {args.run}")
+
+    print(
+        f"| read-out | train→val AMI | ARI | standalone AMI | ARI |  ({args.run}, {len(models)} seeds)"
+    )
+    print("|---|---|---|---|---|")
+    for readout in args.readouts:
+        scores = []
+        for model in models:
+            tr = features(model, readout, train.crops, train_groups)
+            va = features(model, readout, val.crops, val_groups)
+            runs = cluster_scores(tr, va, y, 4, (0, 1, 2), 4)
+            scores.append(
+                [
+                    100 * np.mean([r[m] for r in runs[p]])
+                    for p in ("train_to_test", "standalone")
+                    for m in ("ami", "ari")
+                ]
+            )
+        mean, std = np.mean(scores, 0), np.std(scores, 0)
+        cells = " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(mean, std, strict=True))
+        print(f"| {readout} | {cells} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

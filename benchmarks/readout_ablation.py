@@ -28,6 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ccrl_ablation import recalibrate_bn  # noqa: E402  (AdaBN: BN statistics of given crops)
 
 READOUTS = ("l2", "projector", "tta8", "centre-split", "centre-tile", "adabn-split", "adabn-tile")
 
@@ -45,22 +48,6 @@ def dihedral(crops: np.ndarray) -> list[np.ndarray]:
         r = np.rot90(crops, k, axes=(1, 2))
         out += [np.ascontiguousarray(r), np.ascontiguousarray(r[:, :, ::-1])]
     return out
-
-
-def adapt_bn(backbone, crops: np.ndarray, batch_size: int = 256) -> None:
-    """Re-estimate every BatchNorm's running statistics on these crops (AdaBN)."""
-    import torch
-
-    for m in backbone.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-    backbone.train()
-    with torch.no_grad():
-        for start in range(0, len(crops), batch_size):
-            x = torch.from_numpy(np.asarray(crops[start : start + batch_size]))
-            backbone(x.permute(0, 3, 1, 2).float().div_(255.0))
-    backbone.eval()
 
 
 def features(model: Path, readout: str, crops: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -98,7 +85,7 @@ def features(model: Path, readout: str, crops: np.ndarray, groups: np.ndarray) -
         out = np.zeros((len(crops), 512), np.float32)
         for g in np.unique(keys):
             backbone, _ = load_backbone(model, "momentum")
-            adapt_bn(backbone, crops[keys == g])
+            recalibrate_bn(backbone, crops[keys == g])
             out[keys == g] = embed_crops(backbone, crops[keys == g])
         return l2_normalize(out)
     raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")

@@ -12,7 +12,9 @@ mean ± std over the run's training seeds (K-means seeds 0 1 2, k 4, n_init 4, t
 - ``centre-split``: L2 embeddings centred on their split's mean (train and validation apart);
 - ``centre-tile``: centred on their source tile's mean (a slide's, in a cohort);
 - ``adabn-split`` / ``adabn-tile``: BatchNorm statistics re-estimated on the split's / the source
-  tile's cells before embedding (AdaBN).
+  tile's cells before embedding (AdaBN);
+- ``ensemble``: the L2 embeddings of all the run's models side by side, L2-normalised (one
+  score: the spread is over K-means seeds only).
 
     OMP_NUM_THREADS=1 python benchmarks/readout_ablation.py runs/fold2/lr3e-4 \\
         --readouts l2 tta8 centre-split centre-tile adabn-split adabn-tile
@@ -32,7 +34,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ccrl_ablation import recalibrate_bn  # noqa: E402  (AdaBN: BN statistics of given crops)
 
-READOUTS = ("l2", "projector", "tta8", "centre-split", "centre-tile", "adabn-split", "adabn-tile")
+READOUTS = (
+    "l2",
+    "projector",
+    "tta8",
+    "centre-split",
+    "centre-tile",
+    "adabn-split",
+    "adabn-tile",
+    "ensemble",
+)
 
 
 def source_tiles(store) -> np.ndarray:
@@ -103,6 +114,7 @@ def main() -> None:
     from wsi_ccrl.bench.datasets.common import load_cells
     from wsi_ccrl.bench.protocol import cluster_scores, subsample
     from wsi_ccrl.io.store import CellStore
+    from wsi_ccrl.label.features import l2_normalize
 
     torch.set_num_threads(args.threads)
     train_store = CellStore.open(args.run / "stores/consep-train.zarr")
@@ -120,19 +132,32 @@ def main() -> None:
     )
     print("|---|---|---|---|---|")
     for readout in args.readouts:
-        scores = []
-        for model in models:
-            tr = features(model, readout, train.crops, train_groups)
-            va = features(model, readout, val.crops, val_groups)
-            runs = cluster_scores(tr, va, y, 4, (0, 1, 2), 4)
-            scores.append(
-                [
-                    100 * np.mean([r[m] for r in runs[p]])
-                    for p in ("train_to_test", "standalone")
-                    for m in ("ami", "ari")
-                ]
+        if readout == "ensemble":  # one model of all the seeds: the spread is K-means's
+            tr, va = (
+                l2_normalize(np.hstack([features(m, "l2", x, None) for m in models]))
+                for x in (train.crops, val.crops)
             )
-        mean, std = np.mean(scores, 0), np.std(scores, 0)
+            runs = cluster_scores(tr, va, y, 4, (0, 1, 2), 4)
+            scores = [
+                [100 * r[m] for r in runs[p]]
+                for p in ("train_to_test", "standalone")
+                for m in ("ami", "ari")
+            ]
+            mean, std = np.mean(scores, 1), np.std(scores, 1)
+        else:
+            scores = []
+            for model in models:
+                tr = features(model, readout, train.crops, train_groups)
+                va = features(model, readout, val.crops, val_groups)
+                runs = cluster_scores(tr, va, y, 4, (0, 1, 2), 4)
+                scores.append(
+                    [
+                        100 * np.mean([r[m] for r in runs[p]])
+                        for p in ("train_to_test", "standalone")
+                        for m in ("ami", "ari")
+                    ]
+                )
+            mean, std = np.mean(scores, 0), np.std(scores, 0)
         cells = " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(mean, std, strict=True))
         print(f"| {readout} | {cells} |", flush=True)
 

@@ -160,6 +160,7 @@ class TrainConfig:
     temperature: float = 0.07
     momentum: float = 0.999
     shuffle_bn: bool = True
+    bn_splits: int = 1  # BatchNorm groups per device (MoCo's SplitBatchNorm; 1: the whole batch)
     epochs: int = 500
     warmup_epochs: int = 10
     batch_size: int = 1024
@@ -193,6 +194,15 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ConfigError("train.batch_size: at least 2 (BatchNorm needs a batch)")
+        if (
+            self.bn_splits < 1
+            or self.batch_size % self.bn_splits
+            or self.batch_size < 2 * self.bn_splits
+        ):
+            raise ConfigError(
+                f"train.bn_splits: must divide batch_size ({self.batch_size}) into groups of at"
+                f" least 2, got {self.bn_splits}"
+            )
         if not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"train.momentum: in [0, 1], got {self.momentum}")
         if self.temperature <= 0 or self.lr <= 0 or self.weight_decay < 0:

@@ -145,6 +145,30 @@ def test_shuffled_keys_come_back_in_order():
     assert torch.allclose(shuffled, plain, atol=1e-5)
 
 
+def test_bn_splits_normalise_each_group_apart():
+    """With bn_splits, a cell's query and key depend only on the cells of its BatchNorm group;
+    with one group (the whole batch) on one device, every other cell moves them."""
+    x = torch.rand(8, 3, 32, 32)
+    y = x.clone()
+    y[4:] = torch.rand(4, 3, 32, 32)  # change the second half only
+    for splits, first_half_moves in ((2, False), (1, True)):
+        model = small_model(bn_splits=splits, shuffle_bn=False)
+        for encode in (model.encode_query, model.encode_key):
+            moved = not torch.allclose(encode(x)[:4], encode(y)[:4], atol=1e-6)
+            assert moved == first_half_moves, (splits, encode.__name__)
+
+
+def test_shuffled_keys_in_bn_groups_come_back_in_order():
+    """Shuffled across two BatchNorm groups, each key is still its own view's (in eval mode,
+    where the groups do not matter, the keys equal the unshuffled ones)."""
+    model = small_model(bn_splits=2, shuffle_bn=True)
+    x = torch.rand(8, 3, 32, 32)
+    model.eval()
+    shuffled = model.encode_key(x)
+    model.shuffle_bn = False
+    assert torch.allclose(shuffled, model.encode_key(x), atol=1e-5)
+
+
 def test_data_parallel_keeps_weights_in_the_module():
     """nn.DataParallel on the CPU just calls the module: the wrapped path runs, state is ours."""
     model = small_model()

@@ -35,6 +35,10 @@ class CCRL(nn.Module):
         temperature: InfoNCE tau.
         momentum: m of the key-encoder update.
         shuffle_bn: shuffle the key batch across devices so BatchNorm cannot leak positives.
+        bn_splits: BatchNorm groups per device (MoCo's SplitBatchNorm): on one device a single
+            BatchNorm over the whole batch makes shuffling a no-op, and the batch's own statistics
+            then mark the current keys apart from the queue's; in groups, the shuffled keys are
+            normalised with other cells than their queries.
     """
 
     def __init__(
@@ -48,11 +52,13 @@ class CCRL(nn.Module):
         temperature: float = TrainConfig.temperature,
         momentum: float = TrainConfig.momentum,
         shuffle_bn: bool = TrainConfig.shuffle_bn,
+        bn_splits: int = TrainConfig.bn_splits,
     ):
         super().__init__()
         self.temperature = temperature
         self.momentum = momentum
         self.shuffle_bn = shuffle_bn
+        self.bn_splits = bn_splits
         feat = PreActResNet18.feature_dim
         self.backbone_q = PreActResNet18(stem)
         self.projector_q = mlp_head(feat, proj_hidden, proj_dim)
@@ -111,10 +117,13 @@ class CCRL(nn.Module):
         """(B, 3, S, S) -> (B, D) L2-normalised prediction (or projection) of the query view.
 
         ``backbone`` runs ``backbone_q`` (a DataParallel wrapper of it); default ``backbone_q``."""
-        z = self.projector_q((self.backbone_q if backbone is None else backbone)(im_q))
-        if self.predictor is not None:
-            z = self.predictor(z)
-        return F.normalize(z.float(), dim=1)
+        backbone = self.backbone_q if backbone is None else backbone
+
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            z = self.projector_q(backbone(x))
+            return z if self.predictor is None else self.predictor(z)
+
+        return F.normalize(self._in_bn_groups(encode, im_q).float(), dim=1)
 
     @torch.no_grad()
     def encode_key(self, im_k: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
@@ -122,11 +131,20 @@ class CCRL(nn.Module):
 
         ``backbone`` runs ``backbone_k`` (a DataParallel wrapper of it); default ``backbone_k``."""
         backbone = self.backbone_k if backbone is None else backbone
+
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            return F.normalize(self.projector_k(backbone(x)).float(), dim=1)
+
         if not self.shuffle_bn:
-            return F.normalize(self.projector_k(backbone(im_k)).float(), dim=1)
+            return self._in_bn_groups(encode, im_k)
         im_k, unshuffle = self._shuffle(im_k)
-        k = F.normalize(self.projector_k(backbone(im_k)).float(), dim=1)
-        return self._unshuffle(k, unshuffle)
+        return self._unshuffle(self._in_bn_groups(encode, im_k), unshuffle)
+
+    def _in_bn_groups(self, encode, x: torch.Tensor) -> torch.Tensor:
+        """``encode`` of ``bn_splits`` consecutive slices of the batch apart (BatchNorm per slice)."""
+        if self.bn_splits == 1:
+            return encode(x)
+        return torch.cat([encode(part) for part in x.chunk(self.bn_splits)])
 
     def _shuffle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Permute the batch across every rank's samples (MoCo's shuffle BN)."""

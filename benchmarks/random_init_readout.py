@@ -19,6 +19,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from readout_ablation import mean_scores, table_cells  # noqa: E402  (the same scoring)
 
 
 def embed_random(stem: str, seed: int, bn: str, crops: np.ndarray) -> np.ndarray:
@@ -50,7 +53,7 @@ def main() -> None:
     import torch
 
     from wsi_ccrl.bench.datasets.common import load_cells
-    from wsi_ccrl.bench.protocol import cluster_scores, subsample
+    from wsi_ccrl.bench.protocol import subsample
     from wsi_ccrl.io.store import CellStore
 
     torch.set_num_threads(args.threads)
@@ -66,17 +69,9 @@ def main() -> None:
             scores = []
             for seed in args.seeds:
                 tr, va = (embed_random(stem, seed, bn, x) for x in (train.crops, val.crops))
-                runs = cluster_scores(tr, va, y, 4, (0, 1, 2), 4)
-                scores.append(
-                    [
-                        100 * np.mean([r[m] for r in runs[p]])
-                        for p in ("train_to_test", "standalone")
-                        for m in ("ami", "ari")
-                    ]
-                )
+                scores.append(mean_scores(tr, va, y))
             mean, std = np.mean(scores, 0), np.std(scores, 0)
-            cells = " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(mean, std, strict=True))
-            print(f"| {stem} | {bn} | {cells} |", flush=True)
+            print(f"| {stem} | {bn} | {table_cells(mean, std)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,7 @@ class TrainConfig:
     momentum: float = 0.999
     shuffle_bn: bool = True
     bn_splits: int = 1  # BatchNorm groups per device (MoCo's SplitBatchNorm; 1: the whole batch)
+    symmetric: bool = False  # the paper's one-way loss; True: MoCo's symmetrised loss as well
     epochs: int = 500
     warmup_epochs: int = 10
     batch_size: int = 1024

@@ -151,6 +151,9 @@ def test_protocol_end_to_end(tmp_path):
     assert "| CCRL |" in table and "24.2 | 21.7 | 51.8" in table  # the paper's row beside ours
     assert "train tiles 10, validation tiles 21" in table
     assert "Evaluated on: validation (tiles 21 of Train" in table
+    from importlib.metadata import version  # the versions that make a training run's draw
+
+    assert f"kornia {version('kornia')}, numpy {np.__version__}" in table
     config = (out / "config.yaml").read_text()
     assert "train_tiles:" in config and "max_steps: 2" in config
     # a second run reuses the stores and the trained models

@@ -169,6 +169,24 @@ def test_shuffled_keys_in_bn_groups_come_back_in_order():
     assert torch.allclose(shuffled, model.encode_key(x), atol=1e-5)
 
 
+def test_symmetric_loss_scores_both_directions_and_enqueues_both_keys():
+    """The symmetrised loss is the mean of the two one-way losses of the same step, and both
+    views' keys enter the queue (the one-way loss enqueues the key view's only)."""
+    torch.manual_seed(1)
+    im_q, im_k = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    one_way = small_model(momentum=1.0, queue_size=16)
+    two_way = small_model(momentum=1.0, queue_size=16, symmetric=True)
+    queue = two_way.queue.clone()
+    with torch.no_grad():
+        forward = one_way(im_q, im_k)
+        backward = small_model(momentum=1.0, queue_size=16)(im_k, im_q)
+        both = two_way(im_q, im_k)
+    assert torch.allclose(both, 0.5 * (forward + backward), atol=1e-5)
+    assert int(two_way.queue_ptr) == 8 and int(one_way.queue_ptr) == 4
+    assert not torch.allclose(two_way.queue[:8], queue[:8])
+    assert torch.allclose(two_way.queue[8:], queue[8:])
+
+
 def test_data_parallel_keeps_weights_in_the_module():
     """nn.DataParallel on the CPU just calls the module: the wrapped path runs, state is ours."""
     model = small_model()

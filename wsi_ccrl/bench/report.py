@@ -40,13 +40,27 @@ PAPER = {
 }
 
 
+# the libraries whose versions change a training run's random views or arithmetic: one CCRL run
+# is one draw, and a new version of one of them is a new draw (BENCHMARKS.md, fold 2's profile)
+DRAW_LIBRARIES = ("kornia", "numpy", "scikit-learn")
+
+
 def machine_info(device: str) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
 
+    versions = {}
+    for name in DRAW_LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "absent"
     info = {
         "processor": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
+        "libraries": versions,
         "device": device,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -117,7 +131,9 @@ def format_table(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines += [
         "",
-        f"Machine: {m['processor']}, {m['cores']} cores, torch {m['torch']}, device "
+        f"Machine: {m['processor']}, {m['cores']} cores, torch {m['torch']}"
+        + "".join(f", {k} {v}" for k, v in m.get("libraries", {}).items())
+        + ", device "
         f"{m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''}; {m['date']}; total "
         f"{results['total_seconds']:g} s.",
         "",

@@ -40,7 +40,7 @@ class CCRL(nn.Module):
             then mark the current keys apart from the queue's; in groups, the shuffled keys are
             normalised with other cells than their queries.
         symmetric: also score each key view as a query against its query view's key (MoCo's
-            symmetrised loss): twice the gradient signal per image for about 1.7x the step.
+            symmetrised loss): twice the gradient signal per image for about 1.5x the step.
     """
 
     def __init__(

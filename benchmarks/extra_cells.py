@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from readout_ablation import mean_scores, table_cells  # noqa: E402  (the same scoring)
+from readout_ablation import mean_scores, run_cells, table_cells  # noqa: E402  (the same scoring)
 
 
 def images_at_40x(data_dir: Path) -> list[Path]:
@@ -70,8 +70,8 @@ def main() -> None:
 
     import torch
 
-    from wsi_ccrl.bench.datasets.common import load_cells, write_store
-    from wsi_ccrl.bench.protocol import embed, load_benchmark_config, subsample
+    from wsi_ccrl.bench.datasets.common import store_matches, write_store
+    from wsi_ccrl.bench.protocol import embed, load_benchmark_config
     from wsi_ccrl.ccrl.train import train
     from wsi_ccrl.io.store import CellStore
     from wsi_ccrl.label.features import l2_normalize
@@ -81,24 +81,20 @@ def main() -> None:
     cfg = load_benchmark_config(args.run / "config.yaml")
     images = [p for d in args.extra for p in images_at_40x(d)]
     extra_path = out / "extra.zarr"
-    if not extra_path.exists():
+    attrs = {"dataset": "extra", "files": [str(p) for p in images], "mpp": 0.25}
+    if not store_matches(extra_path, attrs, cfg.crop_size, cfg.window_scale):
         write_store(
             extra_path,
             unlabelled_tiles(images),
             [f"{p.parent.parent.name}/{p.name}" for p in images],
-            {"dataset": "extra", "files": [str(p) for p in images], "mpp": 0.25},
+            attrs,
             cfg.window_scale,
             cfg.crop_size,
             cfg.min_window,
         )
-    train_path = args.run / "stores/consep-train.zarr"
-    train_store, val_store = (
-        CellStore.open(train_path),
-        CellStore.open(args.run / "stores/consep-test.zarr"),
-    )
+    train_store, fit, val = run_cells(args.run)
+    train_path = train_store.path
     n_extra = CellStore.open(extra_path).n_cells
-    fit_rows = subsample(train_store.n_cells, 4000, 0)  # the benchmark's fitting cells
-    fit, val = load_cells(train_store, fit_rows), load_cells(val_store)
     y = val.gt_class.astype(np.int64)
     scores, seconds = [], []
     for seed in args.seeds:

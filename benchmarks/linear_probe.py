@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from readout_ablation import mean_scores  # noqa: E402  (the benchmark's K-means scoring)
+from readout_ablation import mean_scores, run_cells  # noqa: E402  (the benchmark's K-means scoring)
 
 
 def probe_scores(train_x, train_y, val_x, val_y) -> tuple[float, float]:
@@ -51,17 +51,12 @@ def main() -> None:
     import torch
 
     from wsi_ccrl.bench.baselines import make_baseline
-    from wsi_ccrl.bench.datasets.common import load_cells
-    from wsi_ccrl.bench.protocol import embed, load_benchmark_config, scale_features, subsample
-    from wsi_ccrl.io.store import CellStore
+    from wsi_ccrl.bench.protocol import embed, load_benchmark_config, scale_features
     from wsi_ccrl.label.features import l2_normalize
 
     torch.set_num_threads(args.threads)
     cfg = load_benchmark_config(args.run / "config.yaml")
-    train_store = CellStore.open(args.run / "stores/consep-train.zarr")
-    val_store = CellStore.open(args.run / "stores/consep-test.zarr")
-    fit = load_cells(train_store, subsample(train_store.n_cells, cfg.max_train_cells, 0))
-    val = load_cells(val_store)
+    _, fit, val = run_cells(args.run)
     fy, vy = fit.gt_class.astype(np.int64), val.gt_class.astype(np.int64)
 
     rows = {}

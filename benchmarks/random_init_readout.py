@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from readout_ablation import mean_scores, table_cells  # noqa: E402  (the same scoring)
+from readout_ablation import mean_scores, run_cells, table_cells  # noqa: E402  (the same scoring)
 
 
 def embed_random(stem: str, seed: int, bn: str, crops: np.ndarray) -> np.ndarray:
@@ -52,15 +52,8 @@ def main() -> None:
 
     import torch
 
-    from wsi_ccrl.bench.datasets.common import load_cells
-    from wsi_ccrl.bench.protocol import subsample
-    from wsi_ccrl.io.store import CellStore
-
     torch.set_num_threads(args.threads)
-    train_store = CellStore.open(args.run / "stores/consep-train.zarr")
-    val_store = CellStore.open(args.run / "stores/consep-test.zarr")
-    fit_rows = subsample(train_store.n_cells, 4000, 0)  # the benchmark's fitting cells
-    train, val = load_cells(train_store, fit_rows), load_cells(val_store)
+    _, train, val = run_cells(args.run)
     y = val.gt_class.astype(np.int64)
     print(f"| random init | BN | train→val AMI | ARI | standalone AMI | ARI |  ({args.run})")
     print("|---|---|---|---|---|---|")

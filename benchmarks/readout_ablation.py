@@ -102,6 +102,19 @@ def features(model: Path, readout: str, crops: np.ndarray, groups: np.ndarray) -
     raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
 
 
+def run_cells(run: Path):
+    """A benchmark run's train store, its 4,000 K-means fitting cells (the benchmark's subset,
+    seed 0) and its validation cells."""
+    from wsi_ccrl.bench.datasets.common import load_cells
+    from wsi_ccrl.bench.protocol import subsample
+    from wsi_ccrl.io.store import CellStore
+
+    train_store = CellStore.open(run / "stores/consep-train.zarr")
+    val_store = CellStore.open(run / "stores/consep-test.zarr")
+    fit = load_cells(train_store, subsample(train_store.n_cells, 4000, 0))
+    return train_store, fit, load_cells(val_store)
+
+
 def mean_scores(train_x: np.ndarray, val_x: np.ndarray, y: np.ndarray) -> list[float]:
     """Train→val AMI, ARI, standalone AMI, ARI (%) of one embedding, mean over K-means seeds 0 1 2."""
     from wsi_ccrl.bench.protocol import cluster_scores

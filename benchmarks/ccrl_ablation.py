@@ -64,9 +64,11 @@ _FIRST_ROUND: dict[str, dict] = {
     "no-local-global": {"train.augment.local_global": False},
 }
 # Every variant names the settings it was trained with that the profile has changed since (epochs
-# 3 -> 2, warm-up 0 -> 1, queue 512 -> 2048), so its cached model stays valid after the change.
-OLD = {"train.epochs": 3, "train.warmup_epochs": 0}  # the profile before the warm-up
-WARMUP = {"train.queue_size": 2048, "train.warmup_epochs": 1}
+# 3 -> 2, warm-up 0 -> 1, queue 512 -> 2048, blur p 0.5 -> 0), so its cached model stays valid
+# after the change.
+BLUR = {"train.augment.blur_p": 0.5, "train.augment.blur_sigma": [0.1, 1.0]}  # every variant's
+OLD = {**BLUR, "train.epochs": 3, "train.warmup_epochs": 0}  # the profile before the warm-up
+WARMUP = {**BLUR, "train.queue_size": 2048, "train.warmup_epochs": 1}
 VARIANTS: dict[str, dict] = {
     # the first round ran with the profile's queue of 512, before queue2048 won
     **{name: {**OLD, "train.queue_size": 512, **over} for name, over in _FIRST_ROUND.items()},

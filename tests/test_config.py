@@ -46,6 +46,16 @@ def test_the_validation_fold_configs_are_valid_and_hold_out_other_tiles(path):
     assert not set(bench.train_tiles) & set(bench.test_tiles)
 
 
+def test_fold_rows_measured_with_the_blur_keep_it():
+    """The quick profile dropped the views' blur on 2026-12-03; the fold files measured before
+    inherit it back from ``blur-profile.yaml``, so their BENCHMARKS.md rows still reproduce."""
+    assert load_section("train", CONFIGS / "benchmark-consep-quick.yaml").augment.blur_p == 0.0
+    for name in ("fold1-baselines.yaml", "fold2-baselines.yaml", "fold2-symmetric.yaml"):
+        augment = load_section("train", FOLDS / name).augment
+        assert (augment.blur_p, augment.blur_sigma) == (0.5, (0.1, 1.0)), name
+    assert load_section("train", FOLDS / "fold2-noblur.yaml").augment.blur_p == 0.0
+
+
 def test_the_demo_profile_is_quick_with_shorter_training():
     """The demo runs the user's pipeline: only how long it trains may differ from ``quick``."""
     import dataclasses

@@ -236,7 +236,7 @@ def _pm(stat: dict) -> str:
 
 
 def format_table(r: dict) -> str:
-    from wsi_ccrl.bench.report import LABELS
+    from wsi_ccrl.bench.report import LABELS, machine_line
     from wsi_ccrl.segment.evaluate import DetectionScore
 
     cfg, train, m = r["config"], r["config"]["train"], r["machine"]
@@ -280,9 +280,7 @@ def format_table(r: dict) -> str:
     lines += [f"\n{why}" for why in r["skipped"].values()]
     lines += [
         "",
-        f"Machine: {m['processor']}, {m['cores']} cores, torch {m['torch']}, device "
-        f"{m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''}; {m['date']}; total "
-        f"{r['total_seconds']:g} s. Command: `{r['command']}`",
+        f"{machine_line(m)}; total {r['total_seconds']:g} s. Command: `{r['command']}`",
         "",
     ]
     return "\n".join(lines)

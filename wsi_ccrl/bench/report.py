@@ -128,17 +128,18 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"| {LABELS[model]} (not run, see below) | – | – | – | – | – | – | {ptxt} | |")
     for why in results["skipped"].values():
         lines.append(f"\n{why}")
-    m = results["machine"]
-    lines += [
-        "",
-        f"Machine: {m['processor']}, {m['cores']} cores, torch {m['torch']}"
-        + "".join(f", {k} {v}" for k, v in m.get("libraries", {}).items())
-        + ", device "
-        f"{m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''}; {m['date']}; total "
-        f"{results['total_seconds']:g} s.",
-        "",
-    ]
+    lines += ["", f"{machine_line(results['machine'])}; total {results['total_seconds']:g} s.", ""]
     return "\n".join(lines)
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """'Machine: …, torch …, kornia …, device …; date' of a ``machine_info`` record."""
+    libraries = "".join(f", {k} {v}" for k, v in m.get("libraries", {}).items())
+    gpu = f" ({m['gpu']})" if "gpu" in m else ""
+    return (
+        f"Machine: {m['processor']}, {m['cores']} cores, torch {m['torch']}{libraries}, "
+        f"device {m['device']}{gpu}; {m['date']}"
+    )
 
 
 def ranges(values: list[int]) -> str:

@@ -87,6 +87,7 @@ def test_inherit_and_overrides(tmp_path):
         ("train:\n  augment:\n    crop_scale: [0.2]\n", "expected 2 values"),
         ("train:\n  augment:\n    stain: 1.5\n", "need 0 <= stain < 1"),
         ("train:\n  batch_size: 64\n  bn_splits: 3\n", "bn_splits: must divide batch_size"),
+        ("train:\n  queue_size: 64\n  false_negatives: 64\n", "false_negatives: in .0, queue_size"),
         ("trian:\n  epochs: 3\n", "unknown section 'trian'"),
         ("train: [1, 2\n", "not valid YAML"),
     ],
@@ -148,5 +149,5 @@ def test_settings_for_takes_the_config_fields_a_function_names():
     assert settings_for(build, cfg) == {"stem": "imagenet", "lr": 0.5}
     assert set(settings_for(CCRL, cfg)) == {
         "stem", "proj_hidden", "proj_dim", "pred_hidden", "use_predictor", "queue_size",
-        "temperature", "momentum", "shuffle_bn", "bn_splits", "symmetric",
+        "temperature", "momentum", "shuffle_bn", "bn_splits", "symmetric", "false_negatives",
     }  # fmt: skip

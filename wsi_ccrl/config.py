@@ -162,6 +162,7 @@ class TrainConfig:
     shuffle_bn: bool = True
     bn_splits: int = 1  # BatchNorm groups per device (MoCo's SplitBatchNorm; 1: the whole batch)
     symmetric: bool = False  # the paper's one-way loss; True: MoCo's symmetrised loss as well
+    false_negatives: int = 0  # per query, the queued keys nearest its key left out of the negatives
     epochs: int = 500
     warmup_epochs: int = 10
     batch_size: int = 1024
@@ -203,6 +204,11 @@ class TrainConfig:
             raise ConfigError(
                 f"train.bn_splits: must divide batch_size ({self.batch_size}) into groups of at"
                 f" least 2, got {self.bn_splits}"
+            )
+        if not 0 <= self.false_negatives < self.queue_size:
+            raise ConfigError(
+                f"train.false_negatives: in [0, queue_size ({self.queue_size})), got"
+                f" {self.false_negatives}"
             )
         if not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"train.momentum: in [0, 1], got {self.momentum}")

@@ -89,3 +89,25 @@ def test_under_autocast_only_the_queue_product_is_bf16():
     assert auto.dtype == torch.float32
     assert abs(auto.item() - want.item()) < 1e-6
     assert abs(auto.item() - info_nce(q, k, queue, 0.07).item()) < 1e-2
+
+
+def test_false_negatives_drop_the_queued_keys_nearest_each_key():
+    """With ``false_negatives`` = n, each query's loss is the plain InfoNCE against the queue
+    without the n entries most similar to its own key (chosen per query, not per batch)."""
+    g = torch.Generator().manual_seed(2)
+    q, k, queue = (unit(torch.randn(n, 8, generator=g)) for n in (5, 5, 12))
+    got = info_nce(q, k, queue, 0.2, false_negatives=3)
+    nearest = (k @ queue.t()).topk(3, dim=1).indices
+    want = np.mean(
+        [
+            numpy_info_nce(
+                q[i : i + 1].double().numpy(),
+                k[i : i + 1].double().numpy(),
+                np.delete(queue.double().numpy(), nearest[i].numpy(), axis=0),
+                0.2,
+            )
+            for i in range(5)
+        ]
+    )
+    assert abs(got.item() - want) < 1e-4
+    assert got.item() < info_nce(q, k, queue, 0.2).item()  # fewer negatives, lower loss

@@ -26,7 +26,11 @@ def info_nce_logits(
 
 
 def info_nce(
-    query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float
+    query: torch.Tensor,
+    key: torch.Tensor,
+    queue: torch.Tensor,
+    temperature: float,
+    false_negatives: int = 0,
 ) -> torch.Tensor:
     """Mean InfoNCE loss: cross-entropy of picking the positive among 1 + K candidates.
 
@@ -36,7 +40,15 @@ def info_nce(
     ``amp``, the (B, K) query-queue product still runs in the autocast dtype (matrix products are
     on autocast's bf16 list): the negatives' similarities are rounded to bf16, while the positive
     similarity, the logits and the cross-entropy stay float32.
+
+    ``false_negatives`` > 0 leaves out, per query, the queued keys most similar to its positive
+    key (false-negative elimination, Huynh et al. 2022): with a handful of cell types, a large
+    share of the queue is the query's own type, and pushing those away splits the types.
     """
     logits = info_nce_logits(query.float(), key.float(), queue.float(), temperature)
+    if false_negatives > 0:
+        with torch.no_grad():
+            nearest = (key.float() @ queue.float().t()).topk(false_negatives, dim=1).indices
+        logits = logits.scatter(1, nearest + 1, float("-inf"))
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, labels)

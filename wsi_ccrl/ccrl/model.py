@@ -41,6 +41,8 @@ class CCRL(nn.Module):
             normalised with other cells than their queries.
         symmetric: also score each key view as a query against its query view's key (MoCo's
             symmetrised loss): twice the gradient signal per image for about 1.5x the step.
+        false_negatives: per query, the queued keys most similar to its positive key that are
+            left out of its negatives (0: every queued key is a negative, as in the paper).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class CCRL(nn.Module):
         shuffle_bn: bool = TrainConfig.shuffle_bn,
         bn_splits: int = TrainConfig.bn_splits,
         symmetric: bool = TrainConfig.symmetric,
+        false_negatives: int = TrainConfig.false_negatives,
     ):
         super().__init__()
         self.temperature = temperature
@@ -63,6 +66,7 @@ class CCRL(nn.Module):
         self.shuffle_bn = shuffle_bn
         self.bn_splits = bn_splits
         self.symmetric = symmetric
+        self.false_negatives = false_negatives
         feat = PreActResNet18.feature_dim
         self.backbone_q = PreActResNet18(stem)
         self.projector_q = mlp_head(feat, proj_hidden, proj_dim)
@@ -195,9 +199,9 @@ class CCRL(nn.Module):
             k = self.encode_key(im_k, run_k)  # BxD
             k2 = self.encode_key(im_q, run_k) if self.symmetric else None
         queue = self.queue.clone().detach()
-        loss = info_nce(q, k, queue, self.temperature)
+        loss = info_nce(q, k, queue, self.temperature, self.false_negatives)
         if self.symmetric:
-            loss = 0.5 * (loss + info_nce(q2, k2, queue, self.temperature))
+            loss = 0.5 * (loss + info_nce(q2, k2, queue, self.temperature, self.false_negatives))
             k = torch.cat([k, k2])
         self.enqueue(k)
         return loss

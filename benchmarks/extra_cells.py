@@ -11,6 +11,10 @@ train cells, seeds 0 1 2), mean ± std over the training seeds.
 
     OMP_NUM_THREADS=1 python benchmarks/extra_cells.py runs/f2 \\
         --extra ../shared/data/monuseg-train ../shared/data/cpm15 --seeds 0 1 2
+
+``--with-val`` adds the run's validation store to the training cells instead (its crops only, no
+label is read): a user trains CCRL on the very slides `label` then clusters, so this is the
+transductive reading of what a user gets, next to the paper's inductive protocol.
 """
 
 from __future__ import annotations
@@ -60,11 +64,16 @@ def unlabelled_tiles(images: list[Path]):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a `wsi-ccrl benchmark consep` output folder")
-    parser.add_argument("--extra", nargs="+", type=Path, required=True, help="Images/ + Labels/")
+    parser.add_argument("--extra", nargs="+", type=Path, default=[], help="Images/ + Labels/")
+    parser.add_argument(
+        "--with-val", action="store_true", help="also train on the validation cells (no labels)"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/extra-cells")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if not args.extra and not args.with_val:
+        parser.error("give --extra DIR [DIR ...], --with-val, or both")
 
     import dataclasses
 
@@ -77,12 +86,12 @@ def main() -> None:
     from wsi_ccrl.label.features import l2_normalize
 
     torch.set_num_threads(args.threads)
-    out = args.out or args.run / "extra-cells"
+    out = args.out or args.run / ("with-val" if args.with_val and not args.extra else "extra-cells")
     cfg = load_benchmark_config(args.run / "config.yaml")
     images = [p for d in args.extra for p in images_at_40x(d)]
     extra_path = out / "extra.zarr"
     attrs = {"dataset": "extra", "files": [str(p) for p in images], "mpp": 0.25}
-    if not store_matches(extra_path, attrs, cfg.crop_size, cfg.window_scale):
+    if images and not store_matches(extra_path, attrs, cfg.crop_size, cfg.window_scale):
         write_store(
             extra_path,
             unlabelled_tiles(images),
@@ -93,8 +102,10 @@ def main() -> None:
             cfg.min_window,
         )
     train_store, fit, val = run_cells(args.run)
-    train_path = train_store.path
-    n_extra = CellStore.open(extra_path).n_cells
+    stores = [train_store.path] + ([extra_path] if images else [])
+    if args.with_val:
+        stores.append(args.run / "stores/consep-test.zarr")
+    n_extra = sum(CellStore.open(p).n_cells for p in stores[1:])
     y = val.gt_class.astype(np.int64)
     scores, seconds = [], []
     for seed in args.seeds:
@@ -103,14 +114,15 @@ def main() -> None:
         t0 = time.time()
         model = run_dir / "model.pt"
         if not model.is_file():
-            model = Path(train([train_path, extra_path], run_dir, train_cfg))
+            model = Path(train(stores, run_dir, train_cfg))
         seconds.append(time.time() - t0)
         tr, va = (l2_normalize(embed(model, "momentum", x.crops, cfg, "cpu")) for x in (fit, val))
         scores.append(mean_scores(tr, va, y))
         print(f"seed {seed}: " + " / ".join(f"{s:.1f}" for s in scores[-1]), flush=True)
     mean, std = np.mean(scores, 0), np.std(scores, 0)
     print(
-        f"| train cells + {n_extra} extra ({len(images)} images) | {table_cells(mean, std)} "
+        f"| train cells + {n_extra} extra ({len(images)} images"
+        f"{', the validation cells' if args.with_val else ''}) | {table_cells(mean, std)} "
         f"| {np.mean(seconds):.0f} s |  ({args.run}, seeds {args.seeds})"
     )
 

@@ -13,6 +13,9 @@ mean ± std over the run's training seeds (K-means seeds 0 1 2, k 4, n_init 4, t
 - ``centre-tile``: centred on their source tile's mean (a slide's, in a cohort);
 - ``adabn-split`` / ``adabn-tile``: BatchNorm statistics re-estimated on the split's / the source
   tile's cells before embedding (AdaBN);
+- ``drop-pc1`` / ``drop-pc2``: L2 embeddings without their top 1 / 2 principal directions (fit on
+  the train fitting cells, removed from both splits), L2-normalised again: is the direction
+  K-means splits first a tile's stain?
 - ``ensemble``: the L2 embeddings of all the run's models side by side, L2-normalised (one
   score: the spread is over K-means seeds only).
 
@@ -42,6 +45,8 @@ READOUTS = (
     "centre-tile",
     "adabn-split",
     "adabn-tile",
+    "drop-pc1",
+    "drop-pc2",
     "ensemble",
 )
 
@@ -127,6 +132,15 @@ def mean_scores(train_x: np.ndarray, val_x: np.ndarray, y: np.ndarray) -> list[f
     ]
 
 
+def drop_top_directions(train: np.ndarray, val: np.ndarray, n: int):
+    """Both splits without the ``n`` principal directions of ``train``, L2-normalised again."""
+    from wsi_ccrl.label.features import l2_normalize
+
+    centred = train - train.mean(0)
+    top = np.linalg.svd(centred, full_matrices=False)[2][:n]  # (n, D)
+    return tuple(l2_normalize(x - (x @ top.T) @ top) for x in (train, val))
+
+
 def table_cells(mean: np.ndarray, std: np.ndarray) -> str:
     return " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(mean, std, strict=True))
 
@@ -176,8 +190,15 @@ def main() -> None:
         else:
             scores = []
             for model in models:
-                tr = features(model, readout, train.crops, train_groups)
-                va = features(model, readout, val.crops, val_groups)
+                if readout.startswith("drop-pc"):
+                    tr, va = drop_top_directions(
+                        features(model, "l2", train.crops, None),
+                        features(model, "l2", val.crops, None),
+                        int(readout[-1]),
+                    )
+                else:
+                    tr = features(model, readout, train.crops, train_groups)
+                    va = features(model, readout, val.crops, val_groups)
                 scores.append(mean_scores(tr, va, y))
             mean, std = np.mean(scores, 0), np.std(scores, 0)
         print(f"| {readout} | {table_cells(mean, std)} |", flush=True)

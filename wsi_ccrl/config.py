@@ -163,6 +163,7 @@ class TrainConfig:
     bn_splits: int = 1  # BatchNorm groups per device (MoCo's SplitBatchNorm; 1: the whole batch)
     symmetric: bool = False  # the paper's one-way loss; True: MoCo's symmetrised loss as well
     false_negatives: int = 0  # per query, the queued keys nearest its key left out of the negatives
+    nn_positives: int = 0  # per query, the queued keys nearest its key counted as positives too
     epochs: int = 500
     warmup_epochs: int = 10
     batch_size: int = 1024
@@ -204,6 +205,11 @@ class TrainConfig:
             raise ConfigError(
                 f"train.bn_splits: must divide batch_size ({self.batch_size}) into groups of at"
                 f" least 2, got {self.bn_splits}"
+            )
+        if not 0 <= self.nn_positives < self.queue_size:
+            raise ConfigError(
+                f"train.nn_positives: in [0, queue_size ({self.queue_size})), got"
+                f" {self.nn_positives}"
             )
         if not 0 <= self.false_negatives < self.queue_size:
             raise ConfigError(

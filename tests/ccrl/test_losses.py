@@ -111,3 +111,21 @@ def test_false_negatives_drop_the_queued_keys_nearest_each_key():
     )
     assert abs(got.item() - want) < 1e-4
     assert got.item() < info_nce(q, k, queue, 0.2).item()  # fewer negatives, lower loss
+
+
+def test_nn_positives_average_the_cross_entropy_over_the_key_and_its_neighbours():
+    """With ``nn_positives`` = n, each query scores -mean log p over its key and the n queued keys
+    nearest that key (SupCon's L_out), against the whole queue."""
+    g = torch.Generator().manual_seed(3)
+    q, k, queue = (unit(torch.randn(n, 8, generator=g)) for n in (4, 4, 10))
+    got = info_nce(q, k, queue, 0.5, nn_positives=2).item()
+    nearest = (k @ queue.t()).topk(2, dim=1).indices
+    total = 0.0
+    for i in range(4):
+        logits = torch.cat([(q[i] * k[i]).sum().view(1), queue @ q[i]]) / 0.5
+        log_p = logits.double().log_softmax(0)
+        total += -(log_p[0] + log_p[1 + nearest[i]].sum()).item() / 3
+    assert abs(got - total / 4) < 1e-5
+    # with positives first and the false negatives after them: the next nearest leave the queue
+    both = info_nce(q, k, queue, 0.5, false_negatives=4, nn_positives=2).item()
+    assert both < got

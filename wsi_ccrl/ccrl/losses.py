@@ -31,6 +31,7 @@ def info_nce(
     queue: torch.Tensor,
     temperature: float,
     false_negatives: int = 0,
+    nn_positives: int = 0,
 ) -> torch.Tensor:
     """Mean InfoNCE loss: cross-entropy of picking the positive among 1 + K candidates.
 
@@ -41,14 +42,22 @@ def info_nce(
     on autocast's bf16 list): the negatives' similarities are rounded to bf16, while the positive
     similarity, the logits and the cross-entropy stay float32.
 
-    ``false_negatives`` > 0 leaves out, per query, the queued keys most similar to its positive
-    key (false-negative elimination, Huynh et al. 2022): with a handful of cell types, a large
-    share of the queue is the query's own type, and pushing those away splits the types.
+    With a handful of cell types a large share of the queue is the query's own type, and pushing
+    those away splits the types. Two remedies, both ranked by similarity to the query's positive
+    key: ``nn_positives`` > 0 counts its nearest queued keys as positives too (the mean of their
+    cross-entropies with the key's, SupCon's L_out, with the neighbours of NNCLR / MSF);
+    ``false_negatives`` > 0 leaves its nearest queued keys (after those) out of the negatives
+    (false-negative elimination, Huynh et al. 2022).
     """
     logits = info_nce_logits(query.float(), key.float(), queue.float(), temperature)
-    if false_negatives > 0:
-        with torch.no_grad():
-            nearest = (key.float() @ queue.float().t()).topk(false_negatives, dim=1).indices
-        logits = logits.scatter(1, nearest + 1, float("-inf"))
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, labels)
+    ranked = max(false_negatives, nn_positives)
+    if ranked == 0:
+        return F.cross_entropy(logits, labels)
+    with torch.no_grad():
+        nearest = (key.float() @ queue.float().t()).topk(ranked, dim=1).indices + 1
+    if false_negatives > nn_positives:
+        logits = logits.scatter(1, nearest[:, nn_positives:], float("-inf"))
+    log_p = logits.log_softmax(dim=1)
+    positives = torch.cat([log_p[:, :1], log_p.gather(1, nearest[:, :nn_positives])], dim=1)
+    return -positives.mean()

@@ -43,6 +43,8 @@ class CCRL(nn.Module):
             symmetrised loss): twice the gradient signal per image for about 1.5x the step.
         false_negatives: per query, the queued keys most similar to its positive key that are
             left out of its negatives (0: every queued key is a negative, as in the paper).
+        nn_positives: per query, the queued keys most similar to its positive key that count
+            as positives too (0: the key alone, as in the paper).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class CCRL(nn.Module):
         bn_splits: int = TrainConfig.bn_splits,
         symmetric: bool = TrainConfig.symmetric,
         false_negatives: int = TrainConfig.false_negatives,
+        nn_positives: int = TrainConfig.nn_positives,
     ):
         super().__init__()
         self.temperature = temperature
@@ -67,6 +70,7 @@ class CCRL(nn.Module):
         self.bn_splits = bn_splits
         self.symmetric = symmetric
         self.false_negatives = false_negatives
+        self.nn_positives = nn_positives
         feat = PreActResNet18.feature_dim
         self.backbone_q = PreActResNet18(stem)
         self.projector_q = mlp_head(feat, proj_hidden, proj_dim)
@@ -199,9 +203,10 @@ class CCRL(nn.Module):
             k = self.encode_key(im_k, run_k)  # BxD
             k2 = self.encode_key(im_q, run_k) if self.symmetric else None
         queue = self.queue.clone().detach()
-        loss = info_nce(q, k, queue, self.temperature, self.false_negatives)
+        ranked = {"false_negatives": self.false_negatives, "nn_positives": self.nn_positives}
+        loss = info_nce(q, k, queue, self.temperature, **ranked)
         if self.symmetric:
-            loss = 0.5 * (loss + info_nce(q2, k2, queue, self.temperature, self.false_negatives))
+            loss = 0.5 * (loss + info_nce(q2, k2, queue, self.temperature, **ranked))
             k = torch.cat([k, k2])
         self.enqueue(k)
         return loss

@@ -146,12 +146,16 @@ class AugmentConfig:
                 raise ConfigError(f"train.augment.{name}: a probability in [0, 1]")
 
 
+STEMS = ("small", "imagenet", "stride2")  # the backbone's stems (wsi_ccrl.ccrl.backbone)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """CCRL model and optimisation; defaults are the paper's (``wsi_ccrl/configs/ccrl.yaml``)."""
 
     crop_size: int = 32
-    stem: str = "small"  # small: 3x3 conv, no max-pool (for 32 px crops) | imagenet: 7x7 + max-pool
+    stem: str = "small"  # small: 3x3 conv, no max-pool (32 px crops) | imagenet: 7x7/2 + max-pool
+    # | stride2: 3x3/2 conv, no max-pool
     proj_hidden: int = 128
     proj_dim: int = 64
     pred_hidden: int = 32
@@ -185,7 +189,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         check_device("train", self.device)
-        choices = {"stem": ("small", "imagenet")}
+        choices = {"stem": STEMS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(

@@ -2,7 +2,8 @@
 
 Built without a classifier, like timm's ``num_classes=0``: ``forward`` returns pooled features.
 The ``small`` stem (3x3 conv, stride 1, no max-pool) suits 32 px cell crops; ``imagenet`` is the
-usual 7x7/2 conv + max-pool for larger inputs.
+usual 7x7/2 conv + max-pool for larger inputs; ``stride2`` (3x3 conv, stride 2, no max-pool) sits
+between them: 16x16 maps from 32 px crops, against 32x32 and 8x8.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wsi_ccrl.config import TrainConfig
-
-STEMS = ("small", "imagenet")
+from wsi_ccrl.config import STEMS, TrainConfig
 
 
 class PreActBlock(nn.Module):
@@ -48,8 +47,8 @@ class PreActResNet18(nn.Module):
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         self.stem_name = stem
-        if stem == "small":
-            self.stem = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        if stem in ("small", "stride2"):
+            self.stem = nn.Conv2d(3, 64, 3, 1 if stem == "small" else 2, 1, bias=False)
         else:
             self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1))
         layers, in_planes = [], 64

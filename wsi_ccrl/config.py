@@ -210,16 +210,12 @@ class TrainConfig:
                 f"train.bn_splits: must divide batch_size ({self.batch_size}) into groups of at"
                 f" least 2, got {self.bn_splits}"
             )
-        if not 0 <= self.nn_positives < self.queue_size:
-            raise ConfigError(
-                f"train.nn_positives: in [0, queue_size ({self.queue_size})), got"
-                f" {self.nn_positives}"
-            )
-        if not 0 <= self.false_negatives < self.queue_size:
-            raise ConfigError(
-                f"train.false_negatives: in [0, queue_size ({self.queue_size})), got"
-                f" {self.false_negatives}"
-            )
+        for name in ("false_negatives", "nn_positives"):
+            if not 0 <= getattr(self, name) < self.queue_size:
+                raise ConfigError(
+                    f"train.{name}: in [0, queue_size ({self.queue_size})), got"
+                    f" {getattr(self, name)}"
+                )
         if not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"train.momentum: in [0, 1], got {self.momentum}")
         if self.temperature <= 0 or self.lr <= 0 or self.weight_decay < 0:

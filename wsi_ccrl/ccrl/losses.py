@@ -46,8 +46,8 @@ def info_nce(
     those away splits the types. Two remedies, both ranked by similarity to the query's positive
     key: ``nn_positives`` > 0 counts its nearest queued keys as positives too (the mean of their
     cross-entropies with the key's, SupCon's L_out, with the neighbours of NNCLR / MSF);
-    ``false_negatives`` > 0 leaves its nearest queued keys (after those) out of the negatives
-    (false-negative elimination, Huynh et al. 2022).
+    ``false_negatives`` = n > 0 counts none of its n nearest queued keys as a negative: those
+    beyond the ``nn_positives`` leave the softmax (false-negative elimination, Huynh et al. 2022).
     """
     logits = info_nce_logits(query.float(), key.float(), queue.float(), temperature)
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)

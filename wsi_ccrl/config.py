@@ -154,8 +154,7 @@ class TrainConfig:
     """CCRL model and optimisation; defaults are the paper's (``wsi_ccrl/configs/ccrl.yaml``)."""
 
     crop_size: int = 32
-    stem: str = "small"  # small: 3x3 conv, no max-pool (32 px crops) | imagenet: 7x7/2 + max-pool
-    # | stride2: 3x3/2 conv, no max-pool
+    stem: str = "small"  # one of STEMS; the backbone's docstring says what each does
     proj_hidden: int = 128
     proj_dim: int = 64
     pred_hidden: int = 32

@@ -150,5 +150,5 @@ def test_settings_for_takes_the_config_fields_a_function_names():
     assert set(settings_for(CCRL, cfg)) == {
         "stem", "proj_hidden", "proj_dim", "pred_hidden", "use_predictor", "queue_size",
         "temperature", "momentum", "shuffle_bn", "bn_splits", "symmetric", "false_negatives",
-        "nn_positives",
+        "nn_positives", "prototypes",
     }  # fmt: skip

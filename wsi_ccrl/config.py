@@ -167,6 +167,7 @@ class TrainConfig:
     symmetric: bool = False  # the paper's one-way loss; True: MoCo's symmetrised loss as well
     false_negatives: int = 0  # per query, the queued keys nearest its key left out of the negatives
     nn_positives: int = 0  # per query, the queued keys nearest its key counted as positives too
+    prototypes: tuple[int, ...] = ()  # PCL ProtoNCE cluster counts on the queue; () InfoNCE only
     epochs: int = 500
     warmup_epochs: int = 10
     batch_size: int = 1024
@@ -215,6 +216,11 @@ class TrainConfig:
                     f"train.{name}: in [0, queue_size ({self.queue_size})), got"
                     f" {getattr(self, name)}"
                 )
+        if any(not 2 <= k <= self.queue_size for k in self.prototypes):
+            raise ConfigError(
+                f"train.prototypes: cluster counts in [2, queue_size ({self.queue_size})], got"
+                f" {list(self.prototypes)}"
+            )
         if not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"train.momentum: in [0, 1], got {self.momentum}")
         if self.temperature <= 0 or self.lr <= 0 or self.weight_decay < 0:

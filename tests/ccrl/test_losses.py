@@ -8,7 +8,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsi_ccrl.ccrl.losses import info_nce, info_nce_logits
+from wsi_ccrl.ccrl.losses import (
+    info_nce,
+    info_nce_logits,
+    proto_nce,
+    prototype_temperatures,
+    spherical_kmeans,
+)
 
 
 def numpy_info_nce(q: np.ndarray, k: np.ndarray, queue: np.ndarray, tau: float) -> float:
@@ -129,3 +135,46 @@ def test_nn_positives_average_the_cross_entropy_over_the_key_and_its_neighbours(
     # with positives first and the false negatives after them: the next nearest leave the queue
     both = info_nce(q, k, queue, 0.5, false_negatives=4, nn_positives=2).item()
     assert both < got
+
+
+def test_spherical_kmeans_finds_separated_clusters_and_their_concentration():
+    g = torch.Generator().manual_seed(0)
+    centres = unit(torch.randn(3, 16, generator=g))
+    x = unit(centres.repeat_interleave(50, 0) + 0.05 * torch.randn(150, 16, generator=g))
+    torch.manual_seed(0)
+    centroids, assign, density = spherical_kmeans(x, 3)
+    truth = torch.arange(3).repeat_interleave(50)
+    for c in range(3):  # each found cluster is one true cluster
+        assert len(set(truth[assign == c].tolist())) == 1
+    assert torch.allclose(centroids.norm(dim=1), torch.ones(3))
+    for c in range(3):  # PCL's concentration: mean distance to the members' mean / log(n + 10)
+        members = x[assign == c].double()
+        dist = (members - members.mean(0)).norm(dim=1).mean()
+        assert abs(float(density[c]) - float(dist / math.log(len(members) + 10))) < 1e-5
+
+
+def test_proto_nce_matches_numpy_of_the_prototypes():
+    g = torch.Generator().manual_seed(1)
+    queue = unit(torch.randn(40, 8, generator=g))
+    q, k = unit(torch.randn(6, 8, generator=g)), unit(torch.randn(6, 8, generator=g))
+    torch.manual_seed(5)
+    got = proto_nce(q, k, queue, (3, 5), 0.2).item()
+    torch.manual_seed(5)  # the same centroids, then the cross-entropy by hand
+    want = 0.0
+    for n in (3, 5):
+        centroids, _, density = spherical_kmeans(queue, n)
+        d = np.clip(density.double().numpy(), *np.percentile(density.double().numpy(), [10, 90]))
+        c, phi = centroids.double().numpy(), 0.2 * d / d.mean()
+        for qi, ki in zip(q.double().numpy(), k.double().numpy(), strict=True):
+            logits = (c @ qi) / phi
+            target = int(np.argmax(c @ ki))
+            want -= (logits[target] - np.log(np.exp(logits).sum())) / (len(q) * 2)
+    assert abs(got - want) < 1e-4 * max(1.0, want)
+
+
+def test_prototype_temperatures_average_to_tau_and_survive_tight_clusters():
+    density = np.array([0.01, 0.02, 0.03, 0.04, 1.0])
+    clipped = np.clip(density, *np.percentile(density, [10, 90]))  # 1.0 -> 0.616, 0.01 -> 0.014
+    phi = prototype_temperatures(torch.tensor(density, dtype=torch.float32), 0.2)
+    assert np.allclose(phi.numpy(), 0.2 * clipped / clipped.mean(), atol=1e-6)
+    assert torch.allclose(prototype_temperatures(torch.zeros(4), 0.2), torch.full((4,), 0.2))

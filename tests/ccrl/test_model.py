@@ -6,10 +6,12 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wsi_ccrl.ccrl import distributed
 from wsi_ccrl.ccrl.augment import CellViews
+from wsi_ccrl.ccrl.losses import info_nce, proto_nce
 from wsi_ccrl.ccrl.model import CCRL
 from wsi_ccrl.config import AugmentConfig
 from wsi_ccrl.io.store import CellStore
@@ -119,6 +121,26 @@ def test_queue_enqueue_and_wrap_around():
     assert torch.equal(model.queue[1:3], first[1:])
     model.enqueue(torch.ones(7, 2))  # more keys than slots: the newest fill the queue
     assert torch.equal(model.queue, torch.ones(5, 2)) and int(model.queue_ptr) == 0
+
+
+def test_prototypes_join_the_loss_once_the_queue_is_full():
+    model = small_model(queue_size=8, prototypes=(2,), momentum=0.0, shuffle_bn=False)
+    im = torch.rand(4, 3, 32, 32)
+    model(im, im)  # 4 of 8 slots: the queue still holds random vectors, InfoNCE alone
+    assert not bool(model.queue_full)
+    model(im, im)
+    assert bool(model.queue_full)
+    with torch.no_grad():  # BatchNorm in training mode, as in forward
+        q = F.normalize(model.predictor(model.projector_q(model.backbone_q(im))), dim=1)
+        k = F.normalize(model.projector_q(model.backbone_q(im)), dim=1)
+    queue = model.queue.clone()
+    torch.manual_seed(0)
+    loss = model(im, im)
+    torch.manual_seed(0)
+    want = info_nce(q, k, queue, model.temperature) + proto_nce(
+        q, k, queue, (2,), model.temperature
+    )
+    assert abs(loss.item() - want.item()) < 1e-4
 
 
 def test_forward_enqueues_keys_and_updates_key_encoder():

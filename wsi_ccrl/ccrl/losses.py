@@ -61,3 +61,65 @@ def info_nce(
     log_p = logits.log_softmax(dim=1)
     positives = torch.cat([log_p[:, :1], log_p.gather(1, nearest[:, :nn_positives])], dim=1)
     return -positives.mean()
+
+
+@torch.no_grad()
+def spherical_kmeans(
+    x: torch.Tensor, k: int, iters: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K-means of L2-normalised rows by cosine similarity, seeded from k distinct rows (the
+    global RNG, which the trainer seeds per step).
+
+    Returns:
+        (k, D) L2-normalised centroids, (N,) the cluster of each row, and (k,) each cluster's
+        PCL concentration: mean Euclidean distance of its members to their (unnormalised) mean
+        over log(size + 10); a cluster of at most one member gets the largest of the others.
+    """
+    centroids = x[torch.randperm(x.shape[0], device=x.device)[:k]].clone()
+    for _ in range(iters):
+        assign = (x @ centroids.t()).argmax(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
+        centroids = torch.where(counts > 0, F.normalize(sums, dim=1), centroids)
+    assign = (x @ centroids.t()).argmax(dim=1)
+    counts = torch.bincount(assign, minlength=k).float()
+    means = torch.zeros_like(centroids).index_add_(0, assign, x) / counts.clamp(min=1).unsqueeze(1)
+    dist = (x - means[assign]).norm(dim=1)
+    spread = torch.zeros(k, device=x.device).index_add_(0, assign, dist) / counts.clamp(min=1)
+    density = spread / torch.log(counts + 10.0)
+    real = counts > 1
+    fill = density[real].max() if real.any() else torch.ones((), device=x.device)
+    return centroids, assign, torch.where(real, density, fill)
+
+
+def prototype_temperatures(density: torch.Tensor, temperature: float) -> torch.Tensor:
+    """PCL's per-prototype temperatures: concentrations clipped to their 10th-90th percentiles,
+    scaled to a mean of ``temperature`` (all-equal, e.g. zero, concentrations give it to all)."""
+    lo, hi = torch.quantile(density, torch.tensor([0.1, 0.9], device=density.device))
+    density = density.clamp(lo, hi).clamp(min=1e-8)
+    return temperature * density / density.mean()
+
+
+def proto_nce(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    queue: torch.Tensor,
+    n_clusters: tuple[int, ...],
+    temperature: float,
+) -> torch.Tensor:
+    """PCL's ProtoNCE (Li et al. 2021) with prototypes of the queue: the mean, over the cluster
+    counts, of the cross-entropy of picking the prototype of the query's key among all of them.
+
+    The prototypes are spherical K-means centroids of the queued keys, recomputed every step
+    (a few milliseconds for a queue of thousands); each prototype's similarity is divided by its
+    temperature (:func:`prototype_temperatures`): loose clusters get a softer softmax. PCL clusters the whole dataset once an epoch; the queue is a fresh sample of
+    it that needs no pass over the data. Shapes as in :func:`info_nce_logits`.
+    """
+    losses = []
+    for k in n_clusters:
+        centroids, _, density = spherical_kmeans(queue.float(), k)
+        phi = prototype_temperatures(density, temperature)
+        target = (key.float() @ centroids.t()).argmax(dim=1)
+        logits = (query.float() @ centroids.t()) / phi
+        losses.append(F.cross_entropy(logits, target))
+    return torch.stack(losses).mean()

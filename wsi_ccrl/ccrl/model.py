@@ -17,7 +17,7 @@ from torch import nn
 from wsi_ccrl.ccrl import distributed
 from wsi_ccrl.ccrl.backbone import PreActResNet18
 from wsi_ccrl.ccrl.heads import mlp_head
-from wsi_ccrl.ccrl.losses import info_nce
+from wsi_ccrl.ccrl.losses import info_nce, proto_nce
 from wsi_ccrl.config import TrainConfig, settings_for
 
 
@@ -45,6 +45,8 @@ class CCRL(nn.Module):
             left out of its negatives (0: every queued key is a negative, as in the paper).
         nn_positives: per query, the queued keys most similar to its positive key that count
             as positives too (0: the key alone, as in the paper).
+        prototypes: cluster counts of PCL's ProtoNCE term on the queue's K-means prototypes,
+            added once the queue holds only real keys (empty: InfoNCE alone, as in the paper).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class CCRL(nn.Module):
         symmetric: bool = TrainConfig.symmetric,
         false_negatives: int = TrainConfig.false_negatives,
         nn_positives: int = TrainConfig.nn_positives,
+        prototypes: tuple[int, ...] = TrainConfig.prototypes,
     ):
         super().__init__()
         self.temperature = temperature
@@ -71,6 +74,7 @@ class CCRL(nn.Module):
         self.symmetric = symmetric
         self.false_negatives = false_negatives
         self.nn_positives = nn_positives
+        self.prototypes = tuple(prototypes)
         feat = PreActResNet18.feature_dim
         self.backbone_q = PreActResNet18(stem)
         self.projector_q = mlp_head(feat, proj_hidden, proj_dim)
@@ -82,6 +86,7 @@ class CCRL(nn.Module):
         queue = F.normalize(torch.randn(queue_size, proj_dim), dim=1)
         self.register_buffer("queue", queue)  # KxD
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_full", torch.zeros((), dtype=torch.bool))  # wrapped once
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> CCRL:
@@ -119,9 +124,11 @@ class CCRL(nn.Module):
         if n >= k:
             self.queue.copy_(keys[-k:])
             self.queue_ptr.zero_()
+            self.queue_full.fill_(True)
             return
         idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % k
         self.queue[idx] = keys
+        self.queue_full |= self.queue_ptr + n >= k
         self.queue_ptr.copy_((self.queue_ptr + n) % k)
 
     # ------------------------------------------------------------------ encoders
@@ -204,9 +211,17 @@ class CCRL(nn.Module):
             k2 = self.encode_key(im_q, run_k) if self.symmetric else None
         queue = self.queue.clone().detach()
         ranked = {"false_negatives": self.false_negatives, "nn_positives": self.nn_positives}
-        loss = info_nce(q, k, queue, self.temperature, **ranked)
+        protos = self.prototypes if bool(self.queue_full) else ()
+
+        def score(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+            loss = info_nce(query, key, queue, self.temperature, **ranked)
+            if protos:
+                loss = loss + proto_nce(query, key, queue, protos, self.temperature)
+            return loss
+
+        loss = score(q, k)
         if self.symmetric:
-            loss = 0.5 * (loss + info_nce(q2, k2, queue, self.temperature, **ranked))
+            loss = 0.5 * (loss + score(q2, k2))
             k = torch.cat([k, k2])
         self.enqueue(k)
         return loss

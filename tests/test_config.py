@@ -88,6 +88,11 @@ def test_inherit_and_overrides(tmp_path):
         ("train:\n  augment:\n    stain: 1.5\n", "need 0 <= stain < 1"),
         ("train:\n  batch_size: 64\n  bn_splits: 3\n", "bn_splits: must divide batch_size"),
         ("train:\n  queue_size: 64\n  false_negatives: 64\n", "false_negatives: in .0, queue_size"),
+        (
+            "train:\n  queue_size: 64\n  prototypes: [4, 65]\n",
+            "prototypes: cluster counts in .2, queue_size",
+        ),
+        ("train:\n  prototypes: [1]\n", "prototypes: cluster counts"),
         ("trian:\n  epochs: 3\n", "unknown section 'trian'"),
         ("train: [1, 2\n", "not valid YAML"),
     ],

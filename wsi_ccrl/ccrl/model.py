@@ -211,7 +211,8 @@ class CCRL(nn.Module):
             k2 = self.encode_key(im_q, run_k) if self.symmetric else None
         queue = self.queue.clone().detach()
         ranked = {"false_negatives": self.false_negatives, "nn_positives": self.nn_positives}
-        protos = self.prototypes if bool(self.queue_full) else ()
+        # (no device sync for the flag unless the term is on)
+        protos = self.prototypes if self.prototypes and bool(self.queue_full) else ()
 
         def score(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
             loss = info_nce(query, key, queue, self.temperature, **ranked)

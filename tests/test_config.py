@@ -93,6 +93,11 @@ def test_inherit_and_overrides(tmp_path):
             "prototypes: cluster counts in .2, queue_size",
         ),
         ("train:\n  prototypes: [1]\n", "prototypes: cluster counts"),
+        ("train:\n  augment:\n    key_views: 0\n", "key_views: at least 1"),
+        (
+            "train:\n  symmetric: true\n  augment:\n    key_views: 2\n",
+            "symmetric needs train.augment.key_views 1",
+        ),
         ("trian:\n  epochs: 3\n", "unknown section 'trian'"),
         ("train: [1, 2\n", "not valid YAML"),
     ],

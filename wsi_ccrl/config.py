@@ -124,6 +124,7 @@ class AugmentConfig:
     stain: float = (
         0.0  # HED stain jitter (Tellez et al. 2018): amounts x U(1 +- s), + U(+-s/4); 0 off
     )
+    key_views: int = 1  # key views per cell; n > 1 scores the query against each (multi-crop)
 
     def validate(self) -> None:
         if self.rotation_padding not in ("zeros", "reflection"):
@@ -141,6 +142,8 @@ class AugmentConfig:
             )
         if not 0.0 <= self.stain < 1.0:
             raise ConfigError(f"train.augment.stain: need 0 <= stain < 1, got {self.stain}")
+        if self.key_views < 1:
+            raise ConfigError(f"train.augment.key_views: at least 1, got {self.key_views}")
         for name in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train.augment.{name}: a probability in [0, 1]")
@@ -221,6 +224,8 @@ class TrainConfig:
                 f"train.prototypes: cluster counts in [2, queue_size ({self.queue_size})], got"
                 f" {list(self.prototypes)}"
             )
+        if self.symmetric and self.augment.key_views > 1:
+            raise ConfigError("train.symmetric needs train.augment.key_views 1 (one key per query)")
         if not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"train.momentum: in [0, 1], got {self.momentum}")
         if self.temperature <= 0 or self.lr <= 0 or self.weight_decay < 0:

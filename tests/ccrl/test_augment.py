@@ -60,6 +60,22 @@ def test_crop_branch_query_and_no_local_global(crops):
     assert torch.allclose(q, x, atol=1e-5) and torch.allclose(k, x, atol=1e-5)
 
 
+def test_key_views_are_independent_draws_of_the_same_cells(crops):
+    q, k = CellViews(AugmentConfig(**NO_OP, key_views=3), 32)(crops, seed=2)
+    x = crops.permute(0, 3, 1, 2).float() / 255
+    assert q.shape == (16, 3, 32, 32) and k.shape == (48, 3, 32, 32)
+    assert torch.allclose(q, x, atol=1e-5)
+    draws = k.view(3, 16, 3, 32, 32)
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        differs = (draws[a] - draws[b]).abs().flatten(1).amax(dim=1) > 1e-3
+        assert differs.sum() >= 12  # another random crop of each cell, not a copy
+    # draw-major: row d * B + i is a view of cell i (cells of one flat grey each: exact)
+    flat = torch.arange(16, dtype=torch.uint8).mul(15).view(16, 1, 1, 1).expand(16, 32, 32, 3)
+    _, k = CellViews(AugmentConfig(**NO_OP, key_views=3), 32)(flat.contiguous(), seed=2)
+    want = (torch.arange(16) * 15 / 255).repeat(3)
+    assert torch.allclose(k.mean(dim=(1, 2, 3)), want, atol=1e-5)
+
+
 def test_seeded_views_are_reproducible_and_leave_the_global_rng(crops):
     views = CellViews(AugmentConfig(), 32)
     torch.manual_seed(123)

@@ -209,6 +209,24 @@ def test_symmetric_loss_scores_both_directions_and_enqueues_both_keys():
     assert torch.allclose(two_way.queue[8:], queue[8:])
 
 
+def test_key_views_score_the_query_against_each_draw_and_enqueue_the_first():
+    """With n key draws per query the loss is the mean of the n one-key losses of the same
+    query, and only the first draw enters the queue (n near-copies would crowd it)."""
+    torch.manual_seed(2)
+    im_q, im_k = torch.rand(4, 3, 32, 32), torch.rand(12, 3, 32, 32)
+    model = small_model(momentum=1.0, queue_size=16, shuffle_bn=False)
+    queue = model.queue.clone()
+    with torch.no_grad():
+        q = model.encode_query(im_q)
+        k = model.encode_key(im_k)
+        loss = model(im_q, im_k)
+    want = torch.stack([info_nce(q, kd, queue, model.temperature) for kd in k.chunk(3)]).mean()
+    assert torch.allclose(loss, want, atol=1e-5)
+    assert int(model.queue_ptr) == 4
+    assert torch.allclose(model.queue[:4], k[:4], atol=1e-6)
+    assert torch.allclose(model.queue[4:], queue[4:])
+
+
 def test_data_parallel_keeps_weights_in_the_module():
     """nn.DataParallel on the CPU just calls the module: the wrapped path runs, state is ours."""
     model = small_model()

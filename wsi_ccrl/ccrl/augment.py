@@ -84,7 +84,8 @@ def view_pipeline(cfg: AugmentConfig, crop_size: int, local: bool) -> nn.Sequent
 
 
 class CellViews(nn.Module):
-    """uint8 (B, S, S, 3) crops -> (query, key) views, each float (B, 3, S, S) in [0, 1].
+    """uint8 (B, S, S, 3) crops -> (query, key) views, float (B, 3, S, S) in [0, 1]; with
+    ``key_views`` n > 1 the keys are n independent draws, (n * B, 3, S, S), draw-major.
 
     Args:
         cfg: the augmentation settings.
@@ -97,6 +98,7 @@ class CellViews(nn.Module):
         crops_key = cfg.local_global and cfg.crop_branch == "key"
         self.query = view_pipeline(cfg, crop_size, local=crops_query)
         self.key = view_pipeline(cfg, crop_size, local=crops_key)
+        self.key_views = cfg.key_views
 
     def forward(
         self, crops: torch.Tensor, seed: int | None = None
@@ -120,5 +122,5 @@ class CellViews(nn.Module):
 
     def _views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.query(x).clamp_(0.0, 1.0)
-        k = self.key(x).clamp_(0.0, 1.0)
+        k = torch.cat([self.key(x) for _ in range(self.key_views)]).clamp_(0.0, 1.0)
         return q, k

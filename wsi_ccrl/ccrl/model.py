@@ -194,12 +194,14 @@ class CCRL(nn.Module):
 
         Args:
             im_q: (B, 3, S, S) float query views (global by default).
-            im_k: (B, 3, S, S) float key views (local by default).
+            im_k: (n * B, 3, S, S) float key views (local by default): n draws per query,
+                draw-major (``augment.key_views``; n = 1 in the paper).
             backbones: what runs (backbone_q, backbone_k), e.g. their DataParallel wrappers
                 (``distributed.DataParallelCCRL``); default the backbones themselves.
 
         Returns:
-            The InfoNCE loss (scalar) of the queries against their keys and the queue; with
+            The InfoNCE loss (scalar) of the queries against their keys and the queue (the
+            mean over the n keys of each query; the first draw is enqueued); with
             ``symmetric``, the mean of both directions (both views' keys are enqueued).
         """
         run_q, run_k = backbones or (None, None)
@@ -220,7 +222,9 @@ class CCRL(nn.Module):
                 loss = loss + proto_nce(query, key, queue, protos, self.temperature)
             return loss
 
-        loss = score(q, k)
+        draws = k.shape[0] // q.shape[0]
+        loss = score(q.repeat(draws, 1), k) if draws > 1 else score(q, k)
+        k = k[: q.shape[0]]
         if self.symmetric:
             loss = 0.5 * (loss + score(q2, k2))
             k = torch.cat([k, k2])

@@ -172,7 +172,7 @@ class TrainConfig:
     nn_positives: int = 0  # per query, the queued keys nearest its key counted as positives too
     prototypes: tuple[int, ...] = ()  # PCL ProtoNCE cluster counts on the queue; () InfoNCE only
     epochs: int = 500
-    warmup_epochs: int = 10
+    warmup_epochs: float = 10  # a fraction of an epoch too (short runs)
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 1e-4

@@ -25,3 +25,9 @@ def test_no_warmup_and_warmup_longer_than_training():
     s = cosine_schedule(0.5, 0.1, epochs=2, steps_per_epoch=3, warmup_epochs=5)
     assert s.shape == (6,)
     assert np.all(np.diff(s) > 0) and s[-1] < 0.5
+
+
+def test_a_fraction_of_an_epoch_of_warmup():
+    s = cosine_schedule(1e-3, 0.0, epochs=2, steps_per_epoch=8, warmup_epochs=0.25)
+    assert np.allclose(s[:2], [0.0, 0.5e-3])  # two steps of warm-up
+    assert s[2] == 1e-3 and np.all(np.diff(s[2:]) < 0)

@@ -10,16 +10,18 @@ def cosine_schedule(
     final_value: float,
     epochs: int,
     steps_per_epoch: int,
-    warmup_epochs: int = 0,
+    warmup_epochs: float = 0,
     start_warmup_value: float = 0.0,
 ) -> np.ndarray:
     """Linear warm-up from ``start_warmup_value`` to ``base_value``, then cosine to ``final_value``.
+
+    ``warmup_epochs`` may be a fraction (of ``steps_per_epoch``, rounded to whole steps).
 
     Returns:
         (epochs * steps_per_epoch,) float64; entry ``i`` is the value at global step ``i``.
     """
     total = epochs * steps_per_epoch
-    warmup_steps = min(warmup_epochs * steps_per_epoch, total)
+    warmup_steps = min(round(warmup_epochs * steps_per_epoch), total)
     warmup = np.linspace(start_warmup_value, base_value, warmup_steps, endpoint=False)
     rest = np.arange(total - warmup_steps)
     cosine = final_value + 0.5 * (base_value - final_value) * (

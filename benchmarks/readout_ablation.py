@@ -145,6 +145,17 @@ def table_cells(mean: np.ndarray, std: np.ndarray) -> str:
     return " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(mean, std, strict=True))
 
 
+def split_features(model: Path, readout: str, train, val, groups) -> tuple[np.ndarray, np.ndarray]:
+    """One model's K-means features of the fitting and the validation cells: each split read out
+    on its own, except ``drop-pc``, whose directions come from the fitting cells."""
+    if readout.startswith("drop-pc"):
+        tr, va = (features(model, "l2", x.crops, None) for x in (train, val))
+        return drop_top_directions(tr, va, int(readout[-1]))
+    return tuple(
+        features(model, readout, x.crops, g) for x, g in zip((train, val), groups, strict=True)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a `wsi-ccrl benchmark consep` output folder")
@@ -154,17 +165,15 @@ def main() -> None:
 
     import torch
 
-    from wsi_ccrl.bench.datasets.common import load_cells
     from wsi_ccrl.bench.protocol import cluster_scores, subsample
     from wsi_ccrl.io.store import CellStore
     from wsi_ccrl.label.features import l2_normalize
 
     torch.set_num_threads(args.threads)
-    train_store = CellStore.open(args.run / "stores/consep-train.zarr")
+    train_store, train, val = run_cells(args.run)
+    fit_rows = subsample(train_store.n_cells, 4000, 0)  # run_cells's fitting cells
     val_store = CellStore.open(args.run / "stores/consep-test.zarr")
-    fit_rows = subsample(train_store.n_cells, 4000, 0)  # the benchmark's fitting cells
-    train, val = load_cells(train_store, fit_rows), load_cells(val_store)
-    train_groups, val_groups = source_tiles(train_store)[fit_rows], source_tiles(val_store)
+    groups = (source_tiles(train_store)[fit_rows], source_tiles(val_store))
     y = val.gt_class.astype(np.int64)
     models = sorted(args.run.glob("models/ccrl-seed*/model.pt"))
     if not models:
@@ -188,18 +197,9 @@ def main() -> None:
             ]
             mean, std = np.mean(scores, 1), np.std(scores, 1)
         else:
-            scores = []
-            for model in models:
-                if readout.startswith("drop-pc"):
-                    tr, va = drop_top_directions(
-                        features(model, "l2", train.crops, None),
-                        features(model, "l2", val.crops, None),
-                        int(readout[-1]),
-                    )
-                else:
-                    tr = features(model, readout, train.crops, train_groups)
-                    va = features(model, readout, val.crops, val_groups)
-                scores.append(mean_scores(tr, va, y))
+            scores = [
+                mean_scores(*split_features(m, readout, train, val, groups), y) for m in models
+            ]
             mean, std = np.mean(scores, 0), np.std(scores, 0)
         print(f"| {readout} | {table_cells(mean, std)} |", flush=True)
 

@@ -98,6 +98,7 @@ def test_inherit_and_overrides(tmp_path):
             "train:\n  symmetric: true\n  augment:\n    key_views: 2\n",
             "symmetric needs train.augment.key_views 1",
         ),
+        ("train:\n  optimizer: lamb\n", "train.optimizer: one of adam, sgd, got 'lamb'"),
         ("trian:\n  epochs: 3\n", "unknown section 'trian'"),
         ("train: [1, 2\n", "not valid YAML"),
     ],

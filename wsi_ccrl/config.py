@@ -150,6 +150,7 @@ class AugmentConfig:
 
 
 STEMS = ("small", "imagenet", "stride2")  # the backbone's stems (wsi_ccrl.ccrl.backbone)
+OPTIMIZERS = ("adam", "sgd")  # the paper's Adam; SGD with momentum 0.9 as in MoCo
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class TrainConfig:
     epochs: int = 500
     warmup_epochs: float = 10  # a fraction of an epoch too (short runs)
     batch_size: int = 1024
+    optimizer: str = "adam"  # one of OPTIMIZERS
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -192,7 +194,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         check_device("train", self.device)
-        choices = {"stem": STEMS}
+        choices = {"stem": STEMS, "optimizer": OPTIMIZERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(

@@ -248,14 +248,19 @@ def _train(
     return model, model_path
 
 
-def build_optimizer(model: CCRL, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam over the query branch; the fused kernel (CPU and CUDA) when torch has it: one
-    pass over the 11 M parameters instead of several, a large share of a CPU step."""
+def build_optimizer(model: CCRL, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser of the query branch (``train.optimizer``): the paper's Adam, or SGD with
+    MoCo's momentum 0.9; the fused kernel (CPU and CUDA) when torch has it: one pass over the
+    11 M parameters instead of several, a large share of a CPU step."""
     params = model.query_parameters()
+    if cfg.optimizer == "sgd":
+        kind, options = torch.optim.SGD, {"momentum": 0.9}
+    else:
+        kind, options = torch.optim.Adam, {}
     try:
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True, **options)
     except (RuntimeError, TypeError):  # older torch or an unsupported device
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **options)
 
 
 def train_step(

@@ -16,6 +16,13 @@ mean ± std over the run's training seeds (K-means seeds 0 1 2, k 4, n_init 4, t
 - ``drop-pc1`` / ``drop-pc2``: L2 embeddings without their top 1 / 2 principal directions (fit on
   the train fitting cells, removed from both splits), L2-normalised again: is the direction
   K-means splits first a tile's stain?
+- ``nap1`` / ``nap2`` / ``nap4``: L2 embeddings without the 1 / 2 / 4 leading directions of the fitting
+  cells' between-tile scatter (the spread of the source tiles' means; nuisance attribute
+  projection), removed from both splits, L2-normalised again: a slide id is what a user has, and
+  unlike centring it takes out only the few directions the tiles differ along most;
+- ``tilespan4`` / ``tilespan8``: the opposite, the L2 embeddings' coordinates along those 4 / 8
+  directions only; ``pca4``, their control: the coordinates along the 4 leading principal
+  directions of the fitting cells;
 - ``ensemble``: the L2 embeddings of all the run's models side by side, L2-normalised (one
   score: the spread is over K-means seeds only).
 
@@ -47,6 +54,12 @@ READOUTS = (
     "adabn-tile",
     "drop-pc1",
     "drop-pc2",
+    "nap1",
+    "nap2",
+    "nap4",
+    "tilespan4",
+    "tilespan8",
+    "pca4",
     "ensemble",
 )
 
@@ -141,6 +154,29 @@ def drop_top_directions(train: np.ndarray, val: np.ndarray, n: int):
     return tuple(l2_normalize(x - (x @ top.T) @ top) for x in (train, val))
 
 
+def tile_directions(train: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+    """The principal directions (rows, largest first) of ``train``'s between-tile scatter: the
+    cell-weighted spread of the source tiles' mean embeddings."""
+    x = train.astype(np.float64)
+    keys, inverse, counts = np.unique(tiles, return_inverse=True, return_counts=True)
+    means = np.zeros((len(keys), x.shape[1]))
+    np.add.at(means, inverse, x)
+    means = (means / counts[:, None] - x.mean(0)) * np.sqrt(counts)[:, None]
+    return np.linalg.svd(means, full_matrices=False)[2]
+
+
+def tile_readout(train: np.ndarray, val: np.ndarray, tiles: np.ndarray, readout: str):
+    """``napN``: both splits without the N leading between-tile directions, L2-normalised
+    again; ``tilespanN``: both splits projected onto them (N coordinates)."""
+    from wsi_ccrl.label.features import l2_normalize
+
+    n = int(readout.removeprefix("nap").removeprefix("tilespan"))
+    top = tile_directions(train, tiles)[:n].astype(np.float32)
+    if readout.startswith("tilespan"):
+        return tuple(v @ top.T for v in (train, val))
+    return tuple(l2_normalize(v - (v @ top.T) @ top) for v in (train, val))
+
+
 def table_cells(mean: np.ndarray, std: np.ndarray) -> str:
     return " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(mean, std, strict=True))
 
@@ -151,6 +187,13 @@ def split_features(model: Path, readout: str, train, val, groups) -> tuple[np.nd
     if readout.startswith("drop-pc"):
         tr, va = (features(model, "l2", x.crops, None) for x in (train, val))
         return drop_top_directions(tr, va, int(readout[-1]))
+    if readout == "pca4":
+        tr, va = (features(model, "l2", x.crops, None) for x in (train, val))
+        top = np.linalg.svd(tr - tr.mean(0), full_matrices=False)[2][:4]
+        return tr @ top.T, va @ top.T
+    if readout.startswith(("nap", "tilespan")):
+        tr, va = (features(model, "l2", x.crops, None) for x in (train, val))
+        return tile_readout(tr, va, groups[0], readout)
     return tuple(
         features(model, readout, x.crops, g) for x, g in zip((train, val), groups, strict=True)
     )

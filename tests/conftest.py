@@ -19,6 +19,16 @@ MONUSEG = FIXTURES / "monuseg"  # one real MoNuSeg crop (colon, 40x) with labels
 SHARED_DATA = ROOT.parent / "shared" / "data"  # the project's full data sets, not in the repo
 
 
+def load_benchmark_script(name: str):
+    """A script of benchmarks/ (not a package) imported as a module, for the tests of its parts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads():
     """Two cores here: keep torch from oversubscribing them."""

@@ -1,25 +1,12 @@
 """The neighbourhood of benchmarks/context_readout.py: a cell's k nearest others, in its own
 patch only, and their mean."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_probe():
-    spec = importlib.util.spec_from_file_location(
-        "context_readout", ROOT / "benchmarks" / "context_readout.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark_script
 
 
 def test_neighbours_are_the_nearest_others_of_the_same_patch():
-    probe = load_probe()
+    probe = load_benchmark_script("context_readout")
     # patch 0: cells on a line at x = 0, 1, 3, 10; patch 1: two cells at the same place as two
     # of patch 0's, which must never be anyone's neighbour across the patch
     centroid = np.array([[0, 0], [1, 0], [3, 0], [10, 0], [0, 0], [1, 0]], np.float32)
@@ -32,7 +19,7 @@ def test_neighbours_are_the_nearest_others_of_the_same_patch():
 
 
 def test_context_is_the_neighbours_mean_or_the_cell_itself():
-    probe = load_probe()
+    probe = load_benchmark_script("context_readout")
     x = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [5.0, 5.0]], np.float32)
     nb = np.array([[1, 2], [0, -1], [-1, -1], [0, 1]])
     out = probe.with_context(x, nb)

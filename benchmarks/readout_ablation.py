@@ -23,6 +23,11 @@ mean ± std over the run's training seeds (K-means seeds 0 1 2, k 4, n_init 4, t
 - ``tilespan4`` / ``tilespan8``: the opposite, the L2 embeddings' coordinates along those 4 / 8
   directions only; ``pca4``, their control: the coordinates along the 4 leading principal
   directions of the fitting cells;
+- ``harmony2`` / ``harmony8``: Harmony (Korsunsky et al. 2019, the single-cell batch correction)
+  with diversity penalty theta 2 / 8 on the 50 leading principal directions of the fitting cells'
+  L2 embeddings, the fitting and the validation cells corrected together with the source tile as
+  the batch: unlike centring it shifts each soft cluster of a tile on its own, so a tile's
+  composition is kept. Needs ``pip install harmonypy`` (GPL-3, so not a dependency of wsi-ccrl);
 - ``ensemble``: the L2 embeddings of all the run's models side by side, L2-normalised (one
   score: the spread is over K-means seeds only).
 
@@ -60,6 +65,8 @@ READOUTS = (
     "tilespan4",
     "tilespan8",
     "pca4",
+    "harmony2",
+    "harmony8",
     "ensemble",
 )
 
@@ -177,6 +184,27 @@ def tile_readout(train: np.ndarray, val: np.ndarray, tiles: np.ndarray, readout:
     return tuple(l2_normalize(v - (v @ top.T) @ top) for v in (train, val))
 
 
+def harmony_readout(train: np.ndarray, val: np.ndarray, tiles: tuple, theta: float):
+    """Both splits' principal coordinates (50, of the fitting cells) after Harmony, jointly,
+    with the source tile as the batch variable."""
+    try:
+        import harmonypy
+        import pandas as pd
+    except ImportError:
+        sys.exit("the harmony read-outs need harmonypy: pip install harmonypy")
+    import logging
+
+    logging.getLogger("harmonypy").setLevel(logging.WARNING)
+    mean = train.mean(0)
+    top = np.linalg.svd(train - mean, full_matrices=False)[2][:50]
+    z = (np.vstack([train, val]).astype(np.float64) - mean) @ top.T
+    meta = pd.DataFrame({"tile": np.concatenate(tiles).astype(str)})
+    fit = harmonypy.run_harmony(z, meta, ["tile"], theta=theta, verbose=False, random_state=0)
+    corrected = np.asarray(fit.Z_corr)
+    corrected = corrected if corrected.shape[0] == len(z) else corrected.T
+    return corrected[: len(train)].astype(np.float32), corrected[len(train) :].astype(np.float32)
+
+
 def table_cells(mean: np.ndarray, std: np.ndarray) -> str:
     return " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(mean, std, strict=True))
 
@@ -194,6 +222,9 @@ def split_features(model: Path, readout: str, train, val, groups) -> tuple[np.nd
     if readout.startswith(("nap", "tilespan")):
         tr, va = (features(model, "l2", x.crops, None) for x in (train, val))
         return tile_readout(tr, va, groups[0], readout)
+    if readout.startswith("harmony"):
+        tr, va = (features(model, "l2", x.crops, None) for x in (train, val))
+        return harmony_readout(tr, va, groups, float(readout.removeprefix("harmony")))
     return tuple(
         features(model, readout, x.crops, g) for x, g in zip((train, val), groups, strict=True)
     )

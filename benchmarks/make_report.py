@@ -31,7 +31,9 @@ section names its command, the machine and the date. Rebuild this file with
 x86_64 VM without a GPU, often shared with other jobs while measuring, so speeds are pessimistic;
 memory figures are not affected. Quality figures name their split: "validation" is carved from
 CoNSeP's Train by source tile (tiles 21–27) and is what settings were chosen on; a second
-validation fold (tiles 1–7) checks them; no test split is in this repository's reach.
+validation fold (tiles 1–7) checks them, and folds 3 and 4 (tiles 8–14, 15–20) complete a 4-fold
+cross-validation by tile ("Every tile of Train held out once"); no test split is in this
+repository's reach.
 """
 
 

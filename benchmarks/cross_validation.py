@@ -2,11 +2,13 @@
 
 One benchmark run is one fold's draw; whether the quick profile holds on unseen tiles is a
 question for every tile of Train held out once. This reads the ``results.json`` of several
-``wsi-ccrl benchmark`` runs (one per fold, nothing retrained) and prints, per fold and as the mean
-over folds: CCRL's train→val AMI / ARI, the best baseline on each metric (which one), and the
-margin. A fold clears when CCRL leads every baseline by at least ``--margin`` points on both.
+``wsi-ccrl benchmark`` runs, or the ``end_to_end.json`` of several ``benchmarks/end_to_end.py``
+runs (one per fold, nothing retrained), and prints, per fold and as the mean over folds: CCRL's
+train→val AMI / ARI, the best baseline on each metric (which one), and the margin. A fold clears
+when CCRL leads every baseline by at least ``--margin`` points on both.
 
     python benchmarks/cross_validation.py runs/fold1 runs/fold2 runs/fold3 runs/fold4
+    python benchmarks/cross_validation.py runs/e2e-fold1 runs/e2e-fold2 runs/e2e-fold3 runs/e2e-fold4
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from wsi_ccrl.bench.report import LABELS  # noqa: E402  (the benchmark's own row names)
 
 METRICS = ("ami", "ari")
+RESULT_FILES = ("results.json", "end_to_end.json")  # wsi-ccrl benchmark, benchmarks/end_to_end.py
 # CCRL's own ablations are not baselines: the margin is over the other rows of Table 2
 NOT_BASELINES = ("ccrl", "ccrl_query_encoder", "ccrl_no_local_global", "ccrl_no_predictor")
 
@@ -38,7 +41,7 @@ def fold_summary(results: dict, model: str = "ccrl") -> dict:
         name: {m: 100 * models[name]["summary"]["train_to_test"][m]["mean"] for m in METRICS}
         for name in [model, *baselines]
     }
-    out = {"split": results["evaluated_split"], "n_cells": results["n_test_cells"]}
+    out = {"split": results["evaluated_split"], "n_cells": scored_cells(results)}
     for m in METRICS:
         best = max(baselines, key=lambda name: score[name][m])
         out[m] = {
@@ -49,6 +52,13 @@ def fold_summary(results: dict, model: str = "ccrl") -> dict:
             "margin": score[model][m] - score[best][m],
         }
     return out
+
+
+def scored_cells(results: dict) -> int:
+    """Validation cells scored: ground-truth cells (benchmark), matched detections (end to end)."""
+    if "n_test_cells" in results:
+        return results["n_test_cells"]
+    return results["detection"]["validation"]["matched"]
 
 
 def table(folds: list[tuple[str, dict]], margin: float) -> str:
@@ -90,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folds = []
     for run in args.runs:
-        path = run / "results.json"
-        if not path.is_file():
-            parser.error(f"{path} not found: run `wsi-ccrl benchmark … --out {run}` first")
+        path = next((run / name for name in RESULT_FILES if (run / name).is_file()), None)
+        if path is None:
+            parser.error(
+                f"{run}: no results.json or end_to_end.json: run `wsi-ccrl benchmark … --out "
+                f"{run}` or `python benchmarks/end_to_end.py --out {run}` first"
+            )
         try:
             folds.append((run.name, fold_summary(json.loads(path.read_text()))))
         except (ValueError, KeyError) as err:

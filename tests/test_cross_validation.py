@@ -67,10 +67,26 @@ def test_a_run_without_results_or_baselines_is_a_one_line_error(tmp_path, capsys
     with pytest.raises(SystemExit) as err:
         cv.main([str(tmp_path / "missing")])
     assert err.value.code == 2
-    assert "results.json not found" in capsys.readouterr().err
+    assert "no results.json or end_to_end.json" in capsys.readouterr().err
 
     only_ccrl = _write(tmp_path / "c", _results("tiles 1–7", 10, {"ccrl": (0.3, 0.3)}))
     with pytest.raises(SystemExit) as err:
         cv.main([str(only_ccrl)])
     assert err.value.code == 2
     assert "no baseline in this run" in capsys.readouterr().err
+
+
+def test_end_to_end_runs_count_their_matched_detections(tmp_path, capsys):
+    cv = load_benchmark_script("cross_validation")
+    results = _results("tiles 8–14", 0, {"ccrl": (0.28, 0.26), "manual": (0.14, 0.12)})
+    del results["n_test_cells"]  # end_to_end.json scores matched detections instead
+    results["detection"] = {"validation": {"detected": 5018, "matched": 3246}}
+    folder = tmp_path / "e2e"
+    folder.mkdir()
+    (folder / "end_to_end.json").write_text(json.dumps(results))
+
+    assert cv.main([str(folder)]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| e2e")][0]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "3246"
+    assert cells[4] == "+14.0" and cells[7] == "+14.0"

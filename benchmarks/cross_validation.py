@@ -29,27 +29,27 @@ RESULT_FILES = ("results.json", "end_to_end.json")  # wsi-ccrl benchmark, benchm
 NOT_BASELINES = ("ccrl", "ccrl_query_encoder", "ccrl_no_local_global", "ccrl_no_predictor")
 
 
-def fold_summary(results: dict, model: str = "ccrl") -> dict:
+def fold_summary(results: dict) -> dict:
     """CCRL's train→val scores (%), and each metric's best baseline with the margin over it."""
     models = results["models"]
-    if model not in models:
-        raise ValueError(f"{model!r} not in this run (models: {', '.join(models)})")
+    if "ccrl" not in models:
+        raise ValueError(f"no CCRL row in this run (models: {', '.join(models)})")
     baselines = [name for name in models if name not in NOT_BASELINES]
     if not baselines:
         raise ValueError("no baseline in this run: run the fold with the baselines")
     score = {
         name: {m: 100 * models[name]["summary"]["train_to_test"][m]["mean"] for m in METRICS}
-        for name in [model, *baselines]
+        for name in ["ccrl", *baselines]
     }
     out = {"split": results["evaluated_split"], "n_cells": scored_cells(results)}
     for m in METRICS:
         best = max(baselines, key=lambda name: score[name][m])
         out[m] = {
-            "ccrl": score[model][m],
-            "ccrl_std": 100 * models[model]["summary"]["train_to_test"][m]["std"],
+            "ccrl": score["ccrl"][m],
+            "ccrl_std": 100 * models["ccrl"]["summary"]["train_to_test"][m]["std"],
             "best": best,
             "best_score": score[best][m],
-            "margin": score[model][m] - score[best][m],
+            "margin": score["ccrl"][m] - score[best][m],
         }
     return out
 

@@ -1,4 +1,8 @@
-"""``wsi-ccrl benchmark consep|nucls``: the paper's protocol with baselines, one table."""
+"""``wsi-ccrl benchmark consep|nucls|brca-m2c``: label quality with baselines, one table.
+
+``--cells ground-truth`` is the paper's protocol (its nuclei); ``--cells detected`` runs the tool
+end to end on the data set's images and scores the detections matched to typed nuclei.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +21,31 @@ def profile_config(dataset: str, profile: str) -> Path:
 
 
 @click.command()
-@click.argument("dataset", type=click.Choice(["consep", "nucls"]))
+@click.argument("dataset", type=click.Choice(["consep", "nucls", "brca-m2c"]))
 @click.option(
     "--data-dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The dataset root (CoNSeP: Train/ and Test/; NuCLS: train/ and test/ with rgb/, csv/).",
+    help="The dataset root (CoNSeP: Train/ and Test/; NuCLS: train/ and test/ with rgb/, csv/; "
+    "BRCA-M2C: images/, labels/, brca_ds_<split>.txt).",
+)
+@click.option(
+    "--cells",
+    type=click.Choice(["ground-truth", "detected"]),
+    default=None,
+    help="ground-truth: the paper's protocol on annotated nuclei; detected: segment, train and "
+    "label the images as a user does, then score the detections (default for brca-m2c).",
+)
+@click.option(
+    "--cohort",
+    default=None,
+    help="detected: comma-separated splits segmented and trained on (default: train,val for "
+    "brca-m2c; train,test for consep).",
+)
+@click.option(
+    "--evaluate",
+    default=None,
+    help="detected: comma-separated splits whose detections are scored (default: val / test).",
 )
 @click.option(
     "--config",
@@ -66,6 +89,9 @@ def benchmark(
     class_scheme: str | None,
     split: str | None,
     device: str | None,
+    cells: str | None,
+    cohort: str | None,
+    evaluate: str | None,
 ) -> None:
     """Cluster the cells of DATASET with CCRL and baselines; AMI / ARI / Purity vs the paper."""
     from wsi_ccrl.bench.protocol import check_data, load_benchmark_config, run_benchmark
@@ -86,9 +112,25 @@ def benchmark(
     )
     if cfg.dataset != dataset:
         raise ConfigError(f"{path} is a {cfg.dataset} config, not {dataset}")
-    check_data(data_dir, cfg)  # before anything slow: says how to obtain missing data
-    out = out_dir or Path(f"benchmark-{dataset}-{profile_name}")
-    results = run_benchmark(data_dir, out, cfg, profile=profile_name)
+    cells = cells or ("detected" if dataset == "brca-m2c" else "ground-truth")
+    out = out_dir or Path(
+        f"benchmark-{dataset}-{profile_name}" + ("-detected" * (cells == "detected"))
+    )
+    if cells == "detected":
+        from wsi_ccrl.bench.detected import run_detected_benchmark
+
+        default = ("train", "val") if dataset == "brca-m2c" else ("train", "test")
+        splits = tuple(cohort.split(",")) if cohort else default
+        scored = tuple(evaluate.split(",")) if evaluate else default[-1:]
+        overrides = {"class_scheme": class_scheme, "split": split, "device": device}
+        results = run_detected_benchmark(dataset, data_dir, out, path, splits, scored, overrides)
+    else:
+        if dataset == "brca-m2c":
+            raise ConfigError("brca-m2c has typed dots, no nucleus outlines: use --cells detected")
+        if cohort or evaluate:
+            raise ConfigError("--cohort and --evaluate go with --cells detected")
+        check_data(data_dir, cfg)  # before anything slow: says how to obtain missing data
+        results = run_benchmark(data_dir, out, cfg, profile=profile_name)
     click.echo((out / "results.md").read_text())
     click.echo(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'config.yaml'}")
     for message in results["skipped"].values():

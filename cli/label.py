@@ -84,9 +84,10 @@ from wsi_ccrl_cli.options import batch_size_option, command_config, config_optio
 @click.option("--seed", type=int, default=None, help="Seed of the K-means sample and init.")
 @click.option(
     "--features",
-    type=click.Choice(["l2", "raw", "whiten"]),
+    type=click.Choice(["joint", "l2", "raw", "whiten"]),
     default=None,
-    help="How embeddings become K-means features (default l2; a --kmeans file keeps its own).",
+    help="How embeddings become K-means features (default joint: the embedding beside seven "
+    "size, shape and colour numbers; a --kmeans file keeps its own).",
 )
 @device_option()
 @batch_size_option()

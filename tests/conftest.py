@@ -262,3 +262,33 @@ def write_store(path: Path, crops, chunk_cells: int = 8, gt=None) -> Path:
             )
         )
     return writer.finalize().path
+
+
+# --------------------------------------------------------------------------- BRCA-M2C layout
+BRCA_PATCHES = ("train_10_000", "train_10_001", "train_21_000", "train_24_000")
+TO_BRCA = (-1, 0, 1, 2)  # CoNSeP merged4 -> lymphocyte, tumour, stromal (misc: none)
+
+
+def make_brca_folder(root: Path, patches=BRCA_PATCHES, split: str = "val") -> Path:
+    """CoNSeP patches halved to 20x (0.5 µm/px), named and dotted as BRCA-M2C is."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from wsi_ccrl.bench.datasets.consep import read_tile
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    names = []
+    for i, stem in enumerate(patches):
+        tile = read_tile(CONSEP_PATCHES / "Images" / f"{stem}.png", "merged4")
+        small = cv2.resize(tile.image, (128, 128), interpolation=cv2.INTER_AREA)
+        name = f"TCGA-T{i}-0000-01Z-00-DX1_0_0_256_256_1.0"  # 1.0 / 2 = 0.5 µm/px
+        Image.fromarray(small).save(root / "images" / f"{name}.png")
+        cls = np.array(TO_BRCA)[tile.nuclei.gt_class]
+        xy = tile.nuclei.centroid[cls >= 0] / 2 - 0.5  # pixel-edge frame at 40x -> dot pixel
+        rows = np.column_stack([xy[:, 1], xy[:, 0], cls[cls >= 0] + 1])
+        np.savetxt(root / "labels" / f"{name}_gt_class_coords.txt", rows, fmt="%.1f %.1f %d")
+        names.append(f"{name}.png")
+    (root / f"brca_ds_{split}.txt").write_text("\n".join(names) + "\n")
+    return root

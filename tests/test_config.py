@@ -56,14 +56,15 @@ def test_fold_rows_measured_with_the_blur_keep_it():
     assert load_section("train", FOLDS / "fold2-noblur.yaml").augment.blur_p == 0.0
 
 
-def test_the_demo_profile_is_quick_with_shorter_training():
-    """The demo runs the user's pipeline: only how long it trains may differ from ``quick``."""
+def test_the_demo_profile_is_quick_with_its_own_training_length():
+    """The demo runs the user's pipeline: only how long it trains may differ from ``quick``
+    (more epochs: its one small slide gives 40 steps an epoch)."""
     import dataclasses
 
     for section in ("segment", "label", "benchmark"):
         assert load_section(section, "demo") == load_section(section, "quick")
     demo, quick = load_section("train", "demo"), load_section("train", "quick")
-    assert demo.epochs < quick.epochs
+    assert demo.epochs != quick.epochs
     short = {"epochs", "checkpoint_every", "eval_every"}
     assert dataclasses.replace(demo, **{f: getattr(quick, f) for f in short}) == quick
 
@@ -114,7 +115,7 @@ def test_bad_configs_give_one_line(tmp_path, text, message):
 def test_missing_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_section("train", "no/such.yaml")
-    with pytest.raises(ConfigError, match=r"not found: fast \(shipped profiles: benchmark-cons"):
+    with pytest.raises(ConfigError, match=r"not found: fast \(shipped profiles: benchmark-brca"):
         load_section("train", "fast")
 
 

@@ -260,7 +260,9 @@ class LabelConfig:
     kmeans_backend: str = "auto"  # auto (faiss when installed, else sklearn) | sklearn | faiss
     kmeans_n_init: int = 3  # initialisations of the full K-means (the best inertia is kept)
     kmeans_minibatch_above: int = 50_000  # larger fit samples use MiniBatchKMeans
-    features: str = "l2"  # embeddings -> K-means features: raw | l2 | whiten (label/features.py)
+    # embeddings -> K-means features: raw | l2 | whiten | joint (the embedding beside seven size,
+    # shape and colour numbers; label/features.py)
+    features: str = "joint"
     reuse_embeddings: bool = True  # skip embedding a store already embedded by the same model
 
     def validate(self) -> None:
@@ -272,8 +274,8 @@ class LabelConfig:
                 f"encoder must be momentum or query: {self.encoder}",
             ),
             (
-                self.features in ("raw", "l2", "whiten"),
-                f"features must be raw, l2 or whiten: {self.features}",
+                self.features in ("raw", "l2", "whiten", "joint"),
+                f"features must be raw, l2, whiten or joint: {self.features}",
             ),
             (
                 self.kmeans_backend in ("auto", "sklearn", "faiss"),
@@ -298,11 +300,13 @@ class LabelConfig:
 
 
 # --------------------------------------------------------------------------- benchmark
+BENCHMARK_DATASETS = ("consep", "nucls", "brca-m2c")  # brca-m2c: typed dots, detected cells only
 BENCHMARK_MODELS = (
     "ccrl",
     "ccrl_no_local_global",
     "ccrl_query_encoder",
     "ccrl_no_predictor",
+    "shape_colour",
     "morphological",
     "manual",
     "raw_pixels",
@@ -316,7 +320,7 @@ BENCHMARK_MODELS = (
 class BenchmarkConfig:
     """The paper's evaluation protocol (see ``wsi_ccrl.bench.protocol``)."""
 
-    dataset: str = "consep"  # consep | nucls
+    dataset: str = "consep"  # one of BENCHMARK_DATASETS
     class_scheme: str = "original7"  # consep: original7 | merged4
     split: str = (
         "auto"  # auto (official when Train/ and Test/ exist, else tiles) | official | tiles
@@ -334,14 +338,16 @@ class BenchmarkConfig:
     min_window: float = 4.0  # smallest crop window, pixels
     imagenet_size: int = 224  # crops are upsampled to this for the ImageNet ResNet18
     embed_batch_size: int = 1024
-    features: str = "l2"  # CCRL embeddings -> K-means features, as label.features
+    features: str = "l2"  # CCRL embeddings -> K-means features in the paper's protocol (raw | l2 |
+    # whiten); ``--cells detected`` uses the profile's label.features, as `label` does
     device: str = "auto"  # auto | cpu | cuda
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
         check_device("benchmark", self.device)
-        if self.dataset not in ("consep", "nucls"):
-            raise ConfigError(f"benchmark.dataset: consep or nucls, got {self.dataset!r}")
+        if self.dataset not in BENCHMARK_DATASETS:
+            known = ", ".join(BENCHMARK_DATASETS)
+            raise ConfigError(f"benchmark.dataset: one of {known}, got {self.dataset!r}")
         if self.class_scheme not in ("original7", "merged4"):
             raise ConfigError(
                 f"benchmark.class_scheme: original7 or merged4, got {self.class_scheme!r}"

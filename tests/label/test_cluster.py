@@ -48,15 +48,15 @@ def test_predict_is_the_nearest_centroid():
 
 def test_minibatch_for_large_samples_and_seeded():
     x, _ = blobs(n_per=200)
-    a = KMeansModel(3, seed=5, backend="sklearn", minibatch_above=100).fit(x)
-    b = KMeansModel(3, seed=5, backend="sklearn", minibatch_above=100).fit(x)
+    a = KMeansModel(3, seed=5, backend="sklearn", minibatch_above=100, features="l2").fit(x)
+    b = KMeansModel(3, seed=5, backend="sklearn", minibatch_above=100, features="l2").fit(x)
     assert a.backend_ == "sklearn-minibatch"
     np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
 
 
 def test_save_load_round_trip(tmp_path):
     x, _ = blobs()
-    km = KMeansModel(3, seed=0, backend="sklearn").fit(x)
+    km = KMeansModel(3, seed=0, backend="sklearn", features="l2").fit(x)
     path = km.save(tmp_path / "km.npz", encoder="momentum", model="run/model.pt")
     assert not list(tmp_path.glob("*.tmp*"))
     loaded = KMeansModel.load(path)
@@ -97,10 +97,10 @@ def test_load_rejects_foreign_files(tmp_path):
 
 def test_bad_inputs():
     with pytest.raises(WsiCcrlError, match="at least k=5"):
-        KMeansModel(5).fit(np.zeros((4, 2), np.float32))
+        KMeansModel(5, features="l2").fit(np.zeros((4, 2), np.float32))
     with pytest.raises(WsiCcrlError, match="NaN"):
-        KMeansModel(2).fit(np.full((4, 2), np.nan, np.float32))
-    km = KMeansModel(2, backend="sklearn").fit(np.eye(4, dtype=np.float32))
+        KMeansModel(2, features="l2").fit(np.full((4, 2), np.nan, np.float32))
+    km = KMeansModel(2, backend="sklearn", features="l2").fit(np.eye(4, dtype=np.float32))
     with pytest.raises(WsiCcrlError, match="dimension 3"):
         km.predict(np.zeros((2, 3)))
 
@@ -127,7 +127,9 @@ def test_fit_and_predict_on_stores(small_store_factory):
         s.write_column("embedding", np.asarray(s["centroid"][:], np.float16))
         rows = np.array([0, 5, s.n_cells - 1])
         np.testing.assert_array_equal(read_rows(s["embedding"], rows), s["embedding"][:][rows])
-    km = fit_stores(KMeansModel(3, seed=0, backend="sklearn"), stores, fit_sample=40, seed=1)
+    km = fit_stores(
+        KMeansModel(3, seed=0, backend="sklearn", features="l2"), stores, fit_sample=40, seed=1
+    )
     assert km.n_fit_ == 40 and km.info_["fit_sample"] == 40
     for s in stores:
         clusters = predict_store(km, s, rows=7)  # spans not aligned to the store's chunks

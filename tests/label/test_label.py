@@ -131,7 +131,8 @@ def test_bad_input_one_line_nothing_written(
         stores = [store, small_store_factory("../other/ok", max_cells=2)]
     else:
         k, dim = (4, 512) if case == "kmeans_k" else (3, 16 if case == "kmeans_dim" else 512)
-        km = KMeansModel(k, backend="sklearn").fit(rng.normal(size=(20, dim)).astype(np.float32))
+        km = KMeansModel(k, backend="sklearn", features="l2")
+        km.fit(rng.normal(size=(20, dim)).astype(np.float32))
         info = {"encoder": "query"} if case == "kmeans_encoder" else {}
         if case == "kmeans_model":
             torch.manual_seed(1)
@@ -193,7 +194,7 @@ def test_an_empty_store_in_a_cohort_is_skipped_with_a_warning(
         ({"device": "tpu"}, "label.device: .tpu. is not auto, cpu, cuda or cuda:N"),
         ({"kmeans_backend": "cuml"}, "kmeans_backend"),
         ({"fit_sample": 0}, "fit_sample must be positive"),
-        ({"features": "pca"}, "features must be raw, l2 or whiten"),
+        ({"features": "pca"}, "features must be raw, l2, whiten or joint"),
     ],
 )
 def test_label_config_is_validated(overrides, message):

@@ -29,7 +29,9 @@ from wsi_ccrl.log import get_logger
 
 log = get_logger(__name__)
 
-BASELINES = ("morphological", "manual", "raw_pixels", "imagenet", "dcae", "infogan")
+BASELINES = (
+    "shape_colour", "morphological", "manual", "raw_pixels", "imagenet", "dcae", "infogan",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- morphological
@@ -164,6 +166,26 @@ class Morphological:
 
     def transform(self, cells: CellSet) -> np.ndarray:
         return morphological_features(cells)
+
+
+# --------------------------------------------------------------------------- shape and colour
+class ShapeColour:
+    """Seven numbers per cell (``label.descriptors``), z-scored later like every hand-made
+    feature: the bar any learnt representation has to clear on a cohort."""
+
+    name = "shape_colour"
+
+    def fit(self, train: CellSet) -> ShapeColour:
+        return self
+
+    def __init__(self, mpp: float | None = None):
+        self.mpp = mpp  # µm per pixel of the cells' coordinates (None: pixels)
+
+    def transform(self, cells: CellSet) -> np.ndarray:
+        from wsi_ccrl.label.descriptors import cell_descriptors
+
+        c = cells
+        return cell_descriptors(c.area, c.bbox, c.contour_offsets, c.contour_xy, c.crops, self.mpp)
 
 
 # --------------------------------------------------------------------------- manual (SIFT + LBP)
@@ -369,6 +391,8 @@ def make_baseline(
     device: str = "cpu",
 ):
     """A fresh, unfitted baseline by name."""
+    if name == "shape_colour":
+        return ShapeColour()
     if name == "morphological":
         return Morphological()
     if name == "manual":

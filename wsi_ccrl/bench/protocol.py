@@ -155,7 +155,7 @@ def subsample(n: int, max_cells: int | None, seed: int) -> np.ndarray | None:
 def scale_features(model: str, train: np.ndarray, test: np.ndarray):
     """The fixed per-family scaling (see the module docstring)."""
     # hand-made features, and the generative models' codes (their scale is arbitrary)
-    if model in ("morphological", "manual", "dcae", "infogan"):
+    if model in ("shape_colour", "morphological", "manual", "dcae", "infogan"):
         mean, std = train.mean(0), train.std(0)
         std[std < 1e-8] = 1.0
         return (train - mean) / std, (test - mean) / std
@@ -225,8 +225,10 @@ def ccrl_runs(cfg: BenchmarkConfig) -> dict[str, Any]:
     return {name: runs[name] for name in runs if name in needed}
 
 
-def train_ccrl(train_store: Path, out_dir: Path, run: str, train_cfg, seed: int) -> Path:
-    """One CCRL training run on the train store (no labels are read); resumes if interrupted."""
+def train_ccrl(
+    train_store: Path | list[Path], out_dir: Path, run: str, train_cfg, seed: int
+) -> Path:
+    """One CCRL training run on the train store(s) (no labels are read); resumes if interrupted."""
     from wsi_ccrl.ccrl.train import train
 
     run_dir = out_dir / "models" / f"{run}-seed{seed}"
@@ -240,10 +242,11 @@ def train_ccrl(train_store: Path, out_dir: Path, run: str, train_cfg, seed: int)
         return model
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stamp, json.dumps({"config": to_dict(cfg), "done": False}))
-    log.info("training CCRL (%s, seed %d) on %s", run, seed, train_store.name)
+    stores = [train_store] if isinstance(train_store, Path) else list(train_store)
+    log.info("training CCRL (%s, seed %d) on %d store(s)", run, seed, len(stores))
     t0 = time.time()
     # resume an interrupted run of the same config; a checkpoint of another config is discarded
-    path = Path(train([train_store], run_dir, cfg, resume=same))
+    path = Path(train(stores, run_dir, cfg, resume=same))
     log.info("trained %s in %.0f s", run, time.time() - t0)
     atomic_write_text(stamp, json.dumps({"config": to_dict(cfg), "done": True}))
     return path

@@ -13,6 +13,7 @@ LABELS = {
     "ccrl_no_local_global": "CCRL w/o local–global",
     "ccrl_query_encoder": "CCRL w/o ensembling (query encoder)",
     "ccrl_no_predictor": "CCRL w/o prediction head",
+    "shape_colour": "Shape and colour (7 numbers)",
     "morphological": "Morphological features",
     "manual": "Manual features (SIFT + LBP)",
     "raw_pixels": "Raw pixels (PCA)",

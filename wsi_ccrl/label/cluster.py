@@ -238,30 +238,37 @@ def read_rows(array, rows: np.ndarray) -> np.ndarray:
     return np.asarray(array.oindex[(rows,) + (slice(None),) * (array.ndim - 1)])
 
 
-def fit_stores(
-    model: KMeansModel, stores: list, fit_sample: int, seed: int, column: str = "embedding"
-) -> KMeansModel:
-    """Fit ``model`` on a seeded sample of ``column`` rows drawn across ``stores`` (CellStores)."""
+def input_columns(model: KMeansModel) -> tuple[str, ...]:
+    """The store columns a K-means model's input rows are made of, side by side."""
+    return ("embedding", "descriptors") if model.space_.needs_descriptors else ("embedding",)
+
+
+def fit_stores(model: KMeansModel, stores: list, fit_sample: int, seed: int) -> KMeansModel:
+    """Fit ``model`` on a seeded sample of rows drawn across ``stores`` (CellStores)."""
     picks = sample_indices([s.n_cells for s in stores], fit_sample, seed)
-    x = np.concatenate([read_rows(s[column], rows) for s, rows in zip(stores, picks, strict=True)])
+    columns = input_columns(model)
+    x = np.concatenate(
+        [
+            np.hstack([read_rows(s[c], rows) for c in columns])
+            for s, rows in zip(stores, picks, strict=True)
+        ]
+    )
     model.fit(x.astype(np.float32))
     model.info_.update(fit_sample=int(x.shape[0]), sample_seed=seed)
     return model
 
 
-def predict_store(
-    model: KMeansModel, store, column: str = "embedding", rows: int | None = None
-) -> np.ndarray:
+def predict_store(model: KMeansModel, store, rows: int | None = None) -> np.ndarray:
     """Write ``cluster`` (int16) and ``cluster_distance`` (float32) for every cell, chunk-wise.
 
     Returns the cluster of every cell (N,) int16 (2 bytes a cell: small enough to keep).
     """
-    emb = store[column]
+    inputs = [store[c] for c in input_columns(model)]
     clusters = store.create_column("cluster", np.int16, fill_value=-1)
     distance = store.create_column("cluster_distance", np.float32)
     out = np.empty(store.n_cells, np.int16)
     for start, stop in store.iter_ranges(rows):
-        labels, dist = model.predict(np.asarray(emb[start:stop]))
+        labels, dist = model.predict(np.hstack([np.asarray(a[start:stop]) for a in inputs]))
         clusters[start:stop] = labels
         distance[start:stop] = dist
         out[start:stop] = labels

@@ -20,6 +20,7 @@ from wsi_ccrl.io.store import CellStore, drop_empty, find_stores
 from wsi_ccrl.label.cluster import KMeansModel, file_sha256, fit_stores, predict_store
 from wsi_ccrl.label.embed import embed_store
 from wsi_ccrl.label.export import default_compress, export_store
+from wsi_ccrl.label.features import N_DESCRIPTORS
 from wsi_ccrl.label.palette import ClusterStyles, cluster_styles
 from wsi_ccrl.label.visualize import draw_gallery, draw_overview
 from wsi_ccrl.log import get_logger
@@ -118,6 +119,9 @@ def label_stores(
         embed_store(store, backbone, cfg.batch_size, device)
         store.update_attrs(embedding=source)
         embedded[store.path] = True
+    if km.space_.needs_descriptors:
+        for store in opened:
+            _write_descriptors(store)
     fitted = not hasattr(km, "cluster_centers_")
     if fitted:
         fit_stores(km, opened, cfg.fit_sample, cfg.seed)
@@ -227,6 +231,20 @@ def _export_slide(
     draw_overview(store, clusters, styles, overview, cfg.overview_max_side)
 
 
+def _write_descriptors(store: CellStore) -> None:
+    """The ``descriptors`` column (``label.descriptors``), unless the store already has it: they
+    depend on the segmentation alone, not on the model."""
+    from wsi_ccrl.label.descriptors import DESCRIPTORS, store_descriptors
+
+    if store.attrs.get("descriptors") == list(DESCRIPTORS) and "descriptors" in store:
+        return
+    store.update_attrs(descriptors=None)  # invalid until the column is complete
+    column = store.create_column("descriptors", np.float32, (len(DESCRIPTORS),))
+    for start, stop in store.iter_ranges():
+        column[start:stop] = store_descriptors(store, start, stop)
+    store.update_attrs(descriptors=list(DESCRIPTORS))
+
+
 def _has_embeddings(store: CellStore, source: dict) -> bool:
     """Whether the store holds complete embeddings from this model file and encoder."""
     return (
@@ -256,10 +274,11 @@ def _kmeans_for(
             features=cfg.features,
         )
     km = KMeansModel.load(kmeans_path)
-    if km.n_features_in_ != dim:
+    extra = N_DESCRIPTORS if km.space_.needs_descriptors else 0
+    if km.n_features_in_ != dim + extra:
         raise WsiCcrlError(
-            f"{kmeans_path} holds {km.n_features_in_}-d centroids but the model gives {dim}-d "
-            "embeddings"
+            f"{kmeans_path} holds {km.n_features_in_ - extra}-d centroids but the model gives "
+            f"{dim}-d embeddings"
         )
     if km.k != cfg.k:
         raise WsiCcrlError(f"{kmeans_path} has k={km.k} but k={cfg.k} was asked; drop --k")

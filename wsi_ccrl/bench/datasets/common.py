@@ -183,6 +183,18 @@ def store_matches(
 
 
 @dataclass
+class TypedImage:
+    """One image of a data set whose nuclei are typed points (dots, or centroids of masks)."""
+
+    path: Path
+    mpp: float  # µm per pixel of the image as stored
+    points: np.ndarray  # (n, 2) float64 x, y in the image's pixel-edge frame
+    classes: np.ndarray  # (n,) int64 index into the data set's class names
+    split: str  # the data set's split the image belongs to
+    slide: str  # the source slide, the unit stain varies by
+
+
+@dataclass
 class CellSet(CellRows):
     """The per-cell arrays the benchmark models read, loaded from a store (optionally a subset)."""
 

@@ -173,3 +173,24 @@ def split_images(
 def iter_tiles(images: list[Path], scheme: str) -> Iterator[GroundTruthTile]:
     for path in images:
         yield read_tile(path, scheme)
+
+
+def typed_images(images: list[Path], scheme: str, split: str) -> list:
+    """The images as ``TypedImage``: each nucleus's class at its centroid (for end-to-end scoring
+    of detections); the slide is the source tile."""
+    from wsi_ccrl.bench.datasets.common import TypedImage
+
+    out = []
+    for path in images:
+        nuclei = read_tile(path, scheme).nuclei
+        out.append(
+            TypedImage(
+                path=path,
+                mpp=MPP,
+                points=nuclei.centroid.astype(np.float64),
+                classes=nuclei.gt_class.astype(np.int64),
+                split=split,
+                slide=f"tile {tile_id(path.name)}",
+            )
+        )
+    return out

@@ -76,6 +76,18 @@ from wsi_ccrl_cli.options import batch_size_option, command_config, config_optio
     help="Reuse centroids saved with --save-kmeans (no refit).",
 )
 @click.option(
+    "--fit-only",
+    is_flag=True,
+    help="Embed only the K-means sample across all stores, fit and save the centroids "
+    "(--save-kmeans) for --kmeans ... --shard I/N jobs; nothing is labelled.",
+)
+@click.option(
+    "--shard",
+    default=None,
+    help="I/N: label every N-th store from the I-th (0-based; a job array's element), with "
+    "--kmeans centroids.",
+)
+@click.option(
     "--fit-sample",
     type=click.IntRange(min=1),
     default=None,
@@ -100,6 +112,8 @@ def label(
     names: str | None,
     save_kmeans: str | None,
     kmeans_path: str | None,
+    fit_only: bool,
+    shard: str | None,
     **settings: Any,  # --config and the options named as label settings: command_config's
 ):
     """Label every cell of STOREs by cluster and export overlays for QuPath.
@@ -108,12 +122,23 @@ def label(
     Example:
       wsi-ccrl label --model run/model.pt --data stores/ --k 8 --export geojson,csv --out labels
     """
+    from wsi_ccrl.errors import ConfigError
     from wsi_ccrl.label.cluster import KMeansModel
-    from wsi_ccrl.label.pipeline import label_stores
+    from wsi_ccrl.label.pipeline import fit_kmeans, label_stores
+    from wsi_ccrl.segment.cohort import parse_shard
 
+    if fit_only and (save_kmeans is None or kmeans_path is not None or shard is not None):
+        raise ConfigError("--fit-only needs --save-kmeans FILE, and no --kmeans or --shard")
     if kmeans_path is not None and k is None:
         k = KMeansModel.load(kmeans_path).k  # the file's k unless --k says otherwise
     cfg = command_config("label", k=k)
+    if fit_only:
+        km = fit_kmeans(model_path, list(data), save_kmeans, cfg)
+        click.echo(
+            f"K-means k={km.k} fitted on {km.n_fit_:,} sampled cells -> {save_kmeans} "
+            "(label shares with --kmeans FILE --shard I/N)"
+        )
+        return
     summary = label_stores(
         model_path,
         list(data),
@@ -122,6 +147,7 @@ def label(
         kmeans_path=kmeans_path,
         save_kmeans=save_kmeans,
         names=names,
+        shard=parse_shard(shard),
     )
     how = "fitted on a sample" if summary.fitted else f"from {kmeans_path}"
     click.echo(

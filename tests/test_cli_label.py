@@ -88,3 +88,64 @@ def test_a_file_that_is_not_a_model_is_one_line(sample_slide, tmp_path):
         assert result.output.strip().splitlines() == [
             f"Error: {wrong} is not a wsi-ccrl model file (expected the model.pt of `wsi-ccrl train`)"
         ]
+
+
+def test_fit_once_then_label_shares_equals_one_run(random_model_file, tmp_path):
+    """``--fit-only`` embeds only the sample; ``--kmeans --shard I/N`` jobs then give every cell
+    the cluster a one-process run gives it (a job array over a cohort)."""
+    import shutil
+
+    import numpy as np
+    from conftest import LABEL_PATCHES, build_label_store
+    from wsi_ccrl_cli.main import cli as main_cli
+
+    from wsi_ccrl.io.store import CellStore
+    from wsi_ccrl.label.cluster import KMeansModel
+
+    one, cohort = tmp_path / "one", tmp_path / "cohort"
+    for i, patches in enumerate([LABEL_PATCHES[:2], LABEL_PATCHES[2:], LABEL_PATCHES[1:3]]):
+        build_label_store(one / f"s{i}.zarr", patches=patches, max_cells=15)
+    shutil.copytree(one, cohort)
+    base = ["label", "--model", str(random_model_file), "--device", "cpu", "--batch-size", "16",
+            "--k", "4", "--fit-sample", "60", "--export", "csv"]  # fmt: skip
+    r = CliRunner().invoke(
+        main_cli, [*base, "--data", str(one), "--out", str(tmp_path / "o1"),
+                   "--save-kmeans", str(tmp_path / "one.npz")],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    km_file = tmp_path / "km.npz"
+    r = CliRunner().invoke(
+        main_cli, [*base, "--data", str(cohort), "--fit-only", "--save-kmeans", str(km_file)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "fitted on 60 sampled cells" in r.output
+    assert all("embedding" not in CellStore.open(p) for p in cohort.glob("*.zarr"))
+    a, b = KMeansModel.load(tmp_path / "one.npz"), KMeansModel.load(km_file)
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, atol=1e-5)
+    for shard in ("0/2", "1/2"):
+        r = CliRunner().invoke(
+            main_cli, [*base, "--data", str(cohort), "--kmeans", str(km_file),
+                       "--shard", shard, "--out", str(tmp_path / "o2")],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+    assert "Labelled" in r.output and "1 slide(s)" in r.output  # shard 1/2: the second store
+    for path in sorted(one.glob("*.zarr")):
+        expected = CellStore.open(path)["cluster"][:]
+        assert np.array_equal(CellStore.open(cohort / path.name)["cluster"][:], expected)
+    assert (tmp_path / "o2" / "gallery-shard0of2.png").is_file()
+
+
+def test_shard_and_fit_only_misuse_is_one_line(random_model_file, small_store_factory, tmp_path):
+    store = small_store_factory("s", max_cells=4)
+    base = ["label", "--model", str(random_model_file), "--data", str(store.parent), "--k", "2"]
+    r = CliRunner().invoke(cli, [*base, "--shard", "0/2"])
+    assert r.exit_code == 1 and "fit them first (label --fit-only" in r.output
+    r = CliRunner().invoke(cli, [*base, "--fit-only"])
+    assert r.exit_code == 2 and "--fit-only needs --save-kmeans" in r.output
+    km = tmp_path / "km.npz"
+    assert CliRunner().invoke(cli, [*base, "--fit-only", "--save-kmeans", str(km)]).exit_code == 0
+    r = CliRunner().invoke(cli, [*base, "--kmeans", str(km), "--shard", "3/4"])
+    assert r.exit_code == 1 and "holds no store: the cohort has 1" in r.output
+    r = CliRunner().invoke(cli, [*base, "--kmeans", str(km), "--shard", "4/4"])
+    assert r.exit_code == 1 and "need 0 <= I < N" in r.output
+    assert len(r.output.strip().splitlines()) == 1

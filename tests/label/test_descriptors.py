@@ -36,3 +36,11 @@ def test_sizes_in_micrometres_and_the_nucleus_colour():
     assert d.shape == (2, len(DESCRIPTORS)) and d.dtype == np.float32
     np.testing.assert_allclose(d[:, :3], [[25, 5, 5], [25, 10, 2.5]])
     np.testing.assert_allclose(d[:, 4:], [[200, 100, 50], [10, 20, 30]])
+
+
+def test_no_cells_no_rows():
+    d = cell_descriptors(
+        np.zeros(0), np.zeros((0, 4)), np.zeros(1, np.int64), np.zeros((0, 2)),
+        np.zeros((0, 32, 32, 3), np.uint8), mpp=0.25,
+    )  # fmt: skip
+    assert d.shape == (0, len(DESCRIPTORS))

@@ -52,13 +52,14 @@ def cell_descriptors(
     s = crops.shape[1]
     lo = max(s // 2 - CENTRE // 2, 0)
     centre = np.asarray(crops[:, lo : lo + CENTRE, lo : lo + CENTRE], np.float64)
+    colour = centre.reshape(len(centre), centre.shape[1] * centre.shape[2], 3).mean(1)
     return np.column_stack(
         [
             np.asarray(area, np.float64) * scale**2,
             (bbox[:, 2] - bbox[:, 0]) * scale,
             (bbox[:, 3] - bbox[:, 1]) * scale,
             elongation(offsets, xy),
-            centre.reshape(len(centre), -1, 3).mean(1),
+            colour,
         ]
     ).astype(np.float32)
 

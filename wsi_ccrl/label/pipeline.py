@@ -17,7 +17,14 @@ import numpy as np
 from wsi_ccrl.config import LabelConfig, dump_yaml, to_dict
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.store import CellStore, drop_empty, find_stores
-from wsi_ccrl.label.cluster import KMeansModel, file_sha256, fit_stores, predict_store
+from wsi_ccrl.label.cluster import (
+    KMeansModel,
+    file_sha256,
+    fit_stores,
+    predict_store,
+    read_rows,
+    sample_indices,
+)
 from wsi_ccrl.label.embed import embed_store
 from wsi_ccrl.label.export import default_compress, export_store
 from wsi_ccrl.label.features import N_DESCRIPTORS
@@ -25,6 +32,7 @@ from wsi_ccrl.label.palette import ClusterStyles, cluster_styles
 from wsi_ccrl.label.visualize import draw_gallery, draw_overview
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.segment.cohort import select_shard
 
 log = get_logger(__name__)
 RESOLVED_CONFIG = "label_config.yaml"
@@ -78,6 +86,7 @@ def label_stores(
     kmeans_path: str | Path | None = None,
     save_kmeans: str | Path | None = None,
     names: str | Path | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> LabelSummary:
     """Embed, cluster and export every cell of ``stores`` with one K-means model.
 
@@ -89,15 +98,22 @@ def label_stores(
         kmeans_path: reuse the centroids of this file instead of fitting (its k wins).
         save_kmeans: write the fitted (or reused) centroids here.
         names: YAML file mapping cluster ids to names and colours.
+        shard: (I, N): label only every N-th store from the I-th (a job array's element), with
+            the centroids of ``kmeans_path`` (``fit_kmeans`` writes them from a sample).
     """
     from wsi_ccrl.ccrl.model_io import load_backbone
 
     t0 = time.perf_counter()
     cfg.validate()
+    if shard is not None and kmeans_path is None:
+        raise WsiCcrlError(
+            "--shard labels a share of a cohort with saved centroids: fit them first "
+            "(label --fit-only --save-kmeans km.npz), then pass --kmeans km.npz"
+        )
     device = resolve_device(cfg.device)
     backbone, meta = load_backbone(model_path, cfg.encoder)
     model_hash = file_sha256(model_path)
-    opened = _open_stores(stores, int(meta["crop_size"]))
+    opened = _open_stores(stores, int(meta["crop_size"]), shard)
     stems = [store_stem(s.path) for s in opened]
     dim = int(getattr(backbone, "feature_dim", 512))
     km = _kmeans_for(cfg, kmeans_path, sum(s.n_cells for s in opened), dim, model_hash)
@@ -158,11 +174,12 @@ def label_stores(
         results.append(result)
         log.info("%s: %d cells labelled", stem, store.n_cells)
 
+    gallery_name = GALLERY if shard is None else f"gallery-shard{shard[0]}of{shard[1]}.png"
     gallery = draw_gallery(
         opened,
         all_clusters,
         styles,
-        out_dir / GALLERY,
+        out_dir / gallery_name,
         cfg.gallery_per_cluster,
         cfg.seed,
         cfg.gallery_tile,
@@ -183,9 +200,58 @@ def label_stores(
     )
 
 
-def _open_stores(stores: list[str | Path], crop_size: int) -> list[CellStore]:
-    """Open every store for writing; skip empty stores, refuse foreign crop sizes, clashing names."""
-    opened = [CellStore.open(p, mode="r+") for p in find_stores(list(stores))]
+def fit_kmeans(
+    model_path: str | Path, stores: list[str | Path], save_kmeans: str | Path, cfg: LabelConfig
+) -> KMeansModel:
+    """``label --fit-only``: the K-means of a cohort from a sample of its cells, embedding only
+    the sample, saved for ``label --kmeans FILE --shard I/N`` jobs.
+
+    The sample is the one a whole ``label`` run fits on (same stores, ``fit_sample``, ``seed``),
+    embedded the same way (stored as float16 there, so cast here), so the centroids are the ones
+    a one-process run finds; nothing is written into the stores.
+    """
+    from wsi_ccrl.ccrl.model_io import load_backbone
+    from wsi_ccrl.label.descriptors import store_descriptors
+    from wsi_ccrl.label.embed import embed_crops, parallel_backbone
+
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    backbone, meta = load_backbone(model_path, cfg.encoder)
+    model_hash = file_sha256(model_path)
+    opened = _open_stores(stores, int(meta["crop_size"]), mode="r")
+    dim = int(getattr(backbone, "feature_dim", 512))
+    km = _kmeans_for(cfg, None, sum(s.n_cells for s in opened), dim, model_hash)
+    net = parallel_backbone(backbone, device)
+    picks = sample_indices([s.n_cells for s in opened], cfg.fit_sample, cfg.seed)
+    rows_x = []
+    for store, rows in zip(opened, picks, strict=True):
+        crops = read_rows(store["crops"], rows)
+        x = embed_crops(net, crops, cfg.batch_size, device).astype(np.float16)
+        x = x.astype(np.float32)
+        if km.space_.needs_descriptors:
+            x = np.hstack([x, store_descriptors(store)[rows]])
+        rows_x.append(x)
+        log.info("%s: %d sampled cells embedded", store.path.name, len(rows))
+    km.fit(np.concatenate(rows_x))
+    km.info_.update(fit_sample=int(sum(len(r) for r in picks)), sample_seed=cfg.seed)
+    km.save(save_kmeans, encoder=cfg.encoder, model=str(model_path), model_sha256=model_hash)
+    return km
+
+
+def _open_stores(
+    stores: list[str | Path], crop_size: int, shard: tuple[int, int] | None = None, mode="r+"
+) -> list[CellStore]:
+    """Open every store (of the shard); skip empty stores, refuse foreign crop sizes, clashing
+    names, and a shard that holds no store."""
+    paths = find_stores(list(stores))
+    if shard is not None:
+        paths = select_shard(paths, shard)
+        if not paths:
+            raise WsiCcrlError(
+                f"--shard {shard[0]}/{shard[1]} holds no store: the cohort has "
+                f"{len(find_stores(list(stores)))}; use N <= the number of stores"
+            )
+    opened = [CellStore.open(p, mode=mode) for p in paths]
     stems = [store_stem(s.path) for s in opened]
     dup = next((s for s in stems if stems.count(s) > 1), None)
     if dup is not None:

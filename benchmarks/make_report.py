@@ -9,6 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = [
+    ("Label quality end to end: CoNSeP and BRCA-M2C", "label_quality.md"),
     ("Segmentation: speed and memory", "segment.md"),
     ("Nucleus detection: watershed and the embedded U-Net on CoNSeP", "detection.md"),
     ("The embedded nucleus U-Net: held-out F1 and speed", "nucleus_net.md"),
@@ -32,8 +33,9 @@ x86_64 VM without a GPU, often shared with other jobs while measuring, so speeds
 memory figures are not affected. Quality figures name their split: "validation" is carved from
 CoNSeP's Train by source tile (tiles 21–27) and is what settings were chosen on; a second
 validation fold (tiles 1–7) checks them, and folds 3 and 4 (tiles 8–14, 15–20) complete a 4-fold
-cross-validation by tile ("Every tile of Train held out once"); no test split is in this
-repository's reach.
+cross-validation by tile ("Every tile of Train held out once"); BRCA-M2C's train and val splits
+(90 breast tiles of 90 TCGA slides, 20x) are a second data set to choose label settings on; no
+test split is in this repository's reach.
 """
 
 

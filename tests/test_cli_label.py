@@ -149,3 +149,21 @@ def test_shard_and_fit_only_misuse_is_one_line(random_model_file, small_store_fa
     r = CliRunner().invoke(cli, [*base, "--kmeans", str(km), "--shard", "4/4"])
     assert r.exit_code == 1 and "need 0 <= I < N" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_store_being_labelled_is_not_labelled_twice(random_model_file, small_store_factory):
+    """``label`` writes into the stores, so it takes `segment`'s lock: a second run at the same
+    time stops in one line and leaves the first run's columns alone."""
+    from wsi_ccrl.io.store_lock import StoreLock
+
+    store = small_store_factory("s", max_cells=4)
+    args = ["label", "--model", str(random_model_file), "--data", str(store), "--k", "2"]
+    with StoreLock(store):  # another live writer (this process) holds it
+        r = CliRunner().invoke(cli, [*args, "--out", str(store.parent / "busy")])
+    assert r.exit_code == 1 and "s.zarr" in r.output and "pid" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (store.parent / "busy" / "s.csv").exists()
+    assert not store.with_name("s.zarr.lock").exists()  # released: a later run goes on
+    r = CliRunner().invoke(cli, [*args, "--out", str(store.parent / "ok")])
+    assert r.exit_code == 0, r.output
+    assert not store.with_name("s.zarr.lock").exists()

@@ -17,6 +17,7 @@ import numpy as np
 from wsi_ccrl.config import LabelConfig, dump_yaml, to_dict
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.store import CellStore, drop_empty, find_stores
+from wsi_ccrl.io.store_lock import StoreLock
 from wsi_ccrl.label.cluster import (
     KMeansModel,
     file_sha256,
@@ -114,90 +115,102 @@ def label_stores(
     backbone, meta = load_backbone(model_path, cfg.encoder)
     model_hash = file_sha256(model_path)
     opened = _open_stores(stores, int(meta["crop_size"]), shard)
-    stems = [store_stem(s.path) for s in opened]
-    dim = int(getattr(backbone, "feature_dim", 512))
-    km = _kmeans_for(cfg, kmeans_path, sum(s.n_cells for s in opened), dim, model_hash)
-    styles = cluster_styles(km.k, names)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise WsiCcrlError(f"--out {out_dir} is a file, not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # one writer per store, as `segment`: a second label run of the same store stops here
+    locks = [StoreLock(s.path) for s in opened]
+    try:
+        for lock in locks:
+            lock.acquire()
+        stems = [store_stem(s.path) for s in opened]
+        dim = int(getattr(backbone, "feature_dim", 512))
+        km = _kmeans_for(cfg, kmeans_path, sum(s.n_cells for s in opened), dim, model_hash)
+        styles = cluster_styles(km.k, names)
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise WsiCcrlError(f"--out {out_dir} is a file, not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
 
-    embedded = {}
-    for store in opened:
-        source = {"model_sha256": model_hash, "encoder": cfg.encoder, "dim": dim}
-        if cfg.reuse_embeddings and _has_embeddings(store, source):
-            log.info("%s: reusing its embeddings from the same model", store.path.name)
-            embedded[store.path] = False
-            continue
-        log.info("embedding %s (%d cells, %s encoder)", store.path.name, store.n_cells, cfg.encoder)
-        store.update_attrs(embedding=None)  # invalid until the column is complete
-        embed_store(store, backbone, cfg.batch_size, device)
-        store.update_attrs(embedding=source)
-        embedded[store.path] = True
-    if km.space_.needs_descriptors:
+        embedded = {}
         for store in opened:
-            _write_descriptors(store)
-    fitted = not hasattr(km, "cluster_centers_")
-    if fitted:
-        fit_stores(km, opened, cfg.fit_sample, cfg.seed)
-        km.info_.update(encoder=cfg.encoder, model=str(model_path), model_sha256=model_hash)
-    if save_kmeans is not None:
-        km.save(save_kmeans, encoder=cfg.encoder, model=str(model_path), model_sha256=model_hash)
-    provenance = {
-        "model": str(model_path),
-        "model_sha256": model_hash,
-        "encoder": cfg.encoder,
-        "k": km.k,
-        "kmeans": (
-            {"file": str(kmeans_path), "sha256": file_sha256(kmeans_path)}
-            if kmeans_path is not None
-            else {"fitted_on": km.n_fit_, "seed": cfg.seed, "backend": km.backend_}
-        ),
-        "names": styles.as_dict(),
-        "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+            source = {"model_sha256": model_hash, "encoder": cfg.encoder, "dim": dim}
+            if cfg.reuse_embeddings and _has_embeddings(store, source):
+                log.info("%s: reusing its embeddings from the same model", store.path.name)
+                embedded[store.path] = False
+                continue
+            log.info(
+                "embedding %s (%d cells, %s encoder)", store.path.name, store.n_cells, cfg.encoder
+            )
+            store.update_attrs(embedding=None)  # invalid until the column is complete
+            embed_store(store, backbone, cfg.batch_size, device)
+            store.update_attrs(embedding=source)
+            embedded[store.path] = True
+        if km.space_.needs_descriptors:
+            for store in opened:
+                _write_descriptors(store)
+        fitted = not hasattr(km, "cluster_centers_")
+        if fitted:
+            fit_stores(km, opened, cfg.fit_sample, cfg.seed)
+            km.info_.update(encoder=cfg.encoder, model=str(model_path), model_sha256=model_hash)
+        if save_kmeans is not None:
+            km.save(
+                save_kmeans, encoder=cfg.encoder, model=str(model_path), model_sha256=model_hash
+            )
+        provenance = {
+            "model": str(model_path),
+            "model_sha256": model_hash,
+            "encoder": cfg.encoder,
+            "k": km.k,
+            "kmeans": (
+                {"file": str(kmeans_path), "sha256": file_sha256(kmeans_path)}
+                if kmeans_path is not None
+                else {"fitted_on": km.n_fit_, "seed": cfg.seed, "backend": km.backend_}
+            ),
+            "names": styles.as_dict(),
+            "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
 
-    results, all_clusters = [], []
-    for store, stem in zip(opened, stems, strict=True):
-        clusters = predict_store(km, store)
-        store.update_attrs(label=provenance)
-        all_clusters.append(clusters)
-        result = SlideResult(
-            store.path,
-            stem,
-            store.n_cells,
-            np.bincount(clusters, minlength=km.k).tolist(),
-            embedded=embedded[store.path],
+        results, all_clusters = [], []
+        for store, stem in zip(opened, stems, strict=True):
+            clusters = predict_store(km, store)
+            store.update_attrs(label=provenance)
+            all_clusters.append(clusters)
+            result = SlideResult(
+                store.path,
+                stem,
+                store.n_cells,
+                np.bincount(clusters, minlength=km.k).tolist(),
+                embedded=embedded[store.path],
+            )
+            _export_slide(store, clusters, styles, out_dir, cfg, result)
+            results.append(result)
+            log.info("%s: %d cells labelled", stem, store.n_cells)
+
+        gallery_name = GALLERY if shard is None else f"gallery-shard{shard[0]}of{shard[1]}.png"
+        gallery = draw_gallery(
+            opened,
+            all_clusters,
+            styles,
+            out_dir / gallery_name,
+            cfg.gallery_per_cluster,
+            cfg.seed,
+            cfg.gallery_tile,
         )
-        _export_slide(store, clusters, styles, out_dir, cfg, result)
-        results.append(result)
-        log.info("%s: %d cells labelled", stem, store.n_cells)
-
-    gallery_name = GALLERY if shard is None else f"gallery-shard{shard[0]}of{shard[1]}.png"
-    gallery = draw_gallery(
-        opened,
-        all_clusters,
-        styles,
-        out_dir / gallery_name,
-        cfg.gallery_per_cluster,
-        cfg.seed,
-        cfg.gallery_tile,
-    )
-    config_path = out_dir / RESOLVED_CONFIG
-    dump_yaml("label", cfg, config_path)
-    log.debug("resolved config: %s", to_dict(cfg))
-    return LabelSummary(
-        k=km.k,
-        encoder=cfg.encoder,
-        fitted=fitted,
-        slides=results,
-        gallery=gallery,
-        config=config_path,
-        kmeans=Path(save_kmeans) if save_kmeans is not None else None,
-        seconds=time.perf_counter() - t0,
-        styles=styles,
-    )
+        config_path = out_dir / RESOLVED_CONFIG
+        dump_yaml("label", cfg, config_path)
+        log.debug("resolved config: %s", to_dict(cfg))
+        return LabelSummary(
+            k=km.k,
+            encoder=cfg.encoder,
+            fitted=fitted,
+            slides=results,
+            gallery=gallery,
+            config=config_path,
+            kmeans=Path(save_kmeans) if save_kmeans is not None else None,
+            seconds=time.perf_counter() - t0,
+            styles=styles,
+        )
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 def fit_kmeans(

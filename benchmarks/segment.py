@@ -88,7 +88,7 @@ def lattice_segmenter(spacing: int = 24, side: int = 10):
     return Lattice()
 
 
-def run_case(case: str, slide: str, out: str, tile_size: int) -> dict:
+def run_case(case: str, slide: str, out: str, tile_size: int, device: str = "cpu") -> dict:
     from wsi_ccrl.config import load_section
     from wsi_ccrl.log import configure_logging
     from wsi_ccrl.segment.pipeline import segment_slide
@@ -105,7 +105,7 @@ def run_case(case: str, slide: str, out: str, tile_size: int) -> dict:
     cfg = load_section(
         "segment",
         None,
-        {"segmenter": name, "device": "cpu", "tile_size": tile_size, "overwrite": True},
+        {"segmenter": name, "device": device, "tile_size": tile_size, "overwrite": True},
     )
     seg = lattice_segmenter() if case == "crops+store" else None
     t0 = time.perf_counter()
@@ -175,12 +175,13 @@ def main() -> None:
     p.add_argument("--size", type=int, default=20000, help="side of the large slide, px")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/wsi-ccrl-bench"))
     p.add_argument("--tile-size", type=int, default=1024)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (the embedded model's)")
     p.add_argument("--cases", default="embedded,watershed,crops+store")
     p.add_argument("--slides", default="sample,large")
     p.add_argument("--child", nargs=3, metavar=("CASE", "SLIDE", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(run_case(*args.child, tile_size=args.tile_size)))
+        print(json.dumps(run_case(*args.child, tile_size=args.tile_size, device=args.device)))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     slides = {}
@@ -203,6 +204,7 @@ def main() -> None:
         for case in args.cases.split(","):
             out = args.workdir / f"{slide_name}-{case.replace('+', '-')}"
             cmd = [sys.executable, __file__, "--tile-size", str(args.tile_size)]
+            cmd += ["--device", args.device]
             cmd += ["--child", case, str(slide), str(out)]
             res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode:

@@ -225,6 +225,7 @@ def run_detected(
 
     results.update(
         dataset=dataset,
+        evaluated_images=describe_evaluated(dataset, evaluated, cfg),
         classes=list(classes),
         evaluated_splits=list(evaluated),
         detection=cohort.counts,
@@ -261,22 +262,32 @@ def format_detected(r: dict[str, Any]) -> str:
         f"lr {train['lr']}, seeds {r['config']['train_seeds']}); K-means k = {len(r['classes'])} "
         f"fit on {r['n_fit']} detections as `label` does (features `{r['features']}`, seeds "
         f"{r['config']['seeds']}), for every model alike. Scored: the {r['n_evaluated']} matched "
-        f"detections of the {', '.join(r['evaluated_splits'])} images (evaluated) and every "
-        "matched detection (cohort). Values in %, mean ± std over seeds.",
+        f"detections of the evaluated images ({r['evaluated_images']}) and every matched "
+        "detection of the cohort. Values in %, mean ± std over seeds.",
         "",
         "| model | evaluated AMI | ARI | Purity | cohort AMI | ARI | Purity | time (s) |",
         "|---|---|---|---|---|---|---|---:|",
     ]
     for model, res in r["models"].items():
         a, b = res["summary"]["evaluated"], res["summary"]["cohort"]
+        base, sep, rest = model.partition(", ")
         lines.append(
-            f"| {LABELS.get(model, model)} | {_pm(a['ami'])} | {_pm(a['ari'])} "
+            f"| {LABELS.get(base, base)}{sep}{rest} | {_pm(a['ami'])} | {_pm(a['ari'])} "
             f"| {_pm(a['purity'])} | {_pm(b['ami'])} | {_pm(b['ari'])} | {_pm(b['purity'])} "
             f"| {r['timings_s'][model]:g} |"
         )
     lines += [f"\n{why}" for why in r["skipped"].values()]
     lines += ["", f"{machine_line(r['machine'])}; total {r['total_seconds']:g} s.", ""]
     return "\n".join(lines)
+
+
+def describe_evaluated(dataset: str, evaluated: tuple[str, ...], cfg: BenchmarkConfig) -> str:
+    """Which images are scored, in words: a validation split or a test split."""
+    from wsi_ccrl.bench.report import ranges
+
+    if dataset == "consep" and cfg.split == "tiles" and evaluated == ("test",):
+        return f"validation: tiles {ranges(list(cfg.test_tiles))} of Train, held out by tile"
+    return f"{dataset} {', '.join(evaluated)} split"
 
 
 def _segmenter_name(stores: list[Path]) -> str:

@@ -164,3 +164,12 @@ def test_settings_for_takes_the_config_fields_a_function_names():
         "temperature", "momentum", "shuffle_bn", "bn_splits", "symmetric", "false_negatives",
         "nn_positives", "prototypes",
     }  # fmt: skip
+
+
+def test_min_steps_gives_a_small_cohort_more_epochs():
+    from wsi_ccrl.config import TrainConfig
+
+    cfg = TrainConfig(epochs=2, min_steps=500)
+    assert cfg.epochs_for(486) == 2  # a large cohort: its epochs already pass min_steps
+    assert cfg.epochs_for(64) == 8  # 8 x 64 >= 500
+    assert TrainConfig(epochs=2).epochs_for(1) == 2

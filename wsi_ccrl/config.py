@@ -173,6 +173,7 @@ class TrainConfig:
     nn_positives: int = 0  # per query, the queued keys nearest its key counted as positives too
     prototypes: tuple[int, ...] = ()  # PCL ProtoNCE cluster counts on the queue; () InfoNCE only
     epochs: int = 500
+    min_steps: int = 0  # at least this many optimiser steps: a small cohort trains more epochs
     warmup_epochs: float = 10  # a fraction of an epoch too (short runs)
     batch_size: int = 1024
     optimizer: str = "adam"  # one of OPTIMIZERS
@@ -191,6 +192,12 @@ class TrainConfig:
     max_steps: int | None = None  # stop early (tests, quick looks)
     eval_max_cells: int = 10_000  # cells of gt_class stores embedded for the periodic K-means eval
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """The epochs a run of ``steps_per_epoch`` trains: ``epochs``, or more to reach
+        ``min_steps`` (the lr schedule spans them)."""
+        need = -(-self.min_steps // max(steps_per_epoch, 1))
+        return max(self.epochs, need)
 
     def validate(self) -> None:
         check_device("train", self.device)

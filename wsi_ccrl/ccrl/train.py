@@ -120,9 +120,10 @@ def _train(
     steps_per_epoch = data.steps_per_epoch(batch, env.world_size)
     if steps_per_epoch == 0:
         raise WsiCcrlError(f"batch size {cfg.batch_size} is larger than one process's share")
-    total_steps = cfg.epochs * steps_per_epoch
+    epochs = cfg.epochs_for(steps_per_epoch)  # a small cohort gets min_steps all the same
+    total_steps = epochs * steps_per_epoch
     stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
-    lr_schedule = cosine_schedule(cfg.lr, 0.0, cfg.epochs, steps_per_epoch, cfg.warmup_epochs)
+    lr_schedule = cosine_schedule(cfg.lr, 0.0, epochs, steps_per_epoch, cfg.warmup_epochs)
     fingerprint = [[s.path.name, s.n_cells] for s in opened]  # empty stores were left out
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -163,7 +164,7 @@ def _train(
             "%d process(es)",
             n_cells,
             len(opened),
-            cfg.epochs,
+            epochs,
             steps_per_epoch,
             cfg.batch_size,
             device,
@@ -215,7 +216,7 @@ def _train(
         if eval_set is not None and (due_eval or finished):
             row.update(evaluate(model, eval_set, cfg, device))
         if env.is_main:
-            log_epoch(row, cfg.epochs, out_dir / METRICS, writer)
+            log_epoch(row, epochs, out_dir / METRICS, writer)
         if finished or (epoch_done and done_epochs % cfg.checkpoint_every == 0):
             distributed.broadcast_buffers(model)
             if env.is_main:

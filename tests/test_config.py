@@ -65,7 +65,7 @@ def test_the_demo_profile_is_quick_with_its_own_training_length():
         assert load_section(section, "demo") == load_section(section, "quick")
     demo, quick = load_section("train", "demo"), load_section("train", "quick")
     assert demo.epochs != quick.epochs
-    short = {"epochs", "checkpoint_every", "eval_every"}
+    short = {"epochs", "min_steps", "checkpoint_every", "eval_every"}
     assert dataclasses.replace(demo, **{f: getattr(quick, f) for f in short}) == quick
 
 

@@ -21,7 +21,6 @@ import numpy as np
 
 from wsi_ccrl.bench.datasets.common import TypedImage
 from wsi_ccrl.bench.metrics import cluster_metrics
-from wsi_ccrl.bench.protocol import summarize
 from wsi_ccrl.config import BenchmarkConfig, LabelConfig, SegmentConfig, to_dict
 from wsi_ccrl.errors import ConfigError
 from wsi_ccrl.log import get_logger
@@ -178,13 +177,7 @@ def run_detected(
     results: dict[str, Any] = {"models": {}, "skipped": {}, "timings_s": {}}
 
     def record(model: str, runs: dict, seconds: float) -> None:
-        results["models"][model] = {"summary": summarize(runs), "runs": runs}
-        results["timings_s"][model] = round(seconds, 1)
-        s = results["models"][model]["summary"]["evaluated"]
-        log.info(
-            "%-16s AMI %.3f ARI %.3f Purity %.3f (evaluated, %.0f s)",
-            model, s["ami"]["mean"], s["ari"]["mean"], s["purity"]["mean"], seconds,
-        )  # fmt: skip
+        bm.record_model(results, model, runs, seconds, "evaluated")
 
     fit_cells = cells.select(np.isin(np.arange(len(cells)), fit_rows[: cfg.max_train_cells]))
     for model in (m for m in cfg.models if m not in bm.CCRL_VARIANTS):

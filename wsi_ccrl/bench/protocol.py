@@ -210,6 +210,19 @@ def summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, di
     }
 
 
+def record_model(
+    results: dict[str, Any], model: str, runs: dict, seconds: float, scope: str, **info
+) -> None:
+    """Keep a model's runs and their summary in ``results``; log the ``scope`` scores."""
+    results["models"][model] = {"summary": summarize(runs), "runs": runs, **info}
+    results["timings_s"][model] = round(seconds, 1)
+    s = results["models"][model]["summary"][scope]
+    log.info(
+        "%-22s AMI %.3f ARI %.3f Purity %.3f (%s, %.0f s)",
+        model, s["ami"]["mean"], s["ari"]["mean"], s["purity"]["mean"], scope, seconds,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- models
 def ccrl_runs(cfg: BenchmarkConfig) -> dict[str, Any]:
     """The training configs CCRL and its ablations need (only those the models ask for)."""
@@ -308,13 +321,7 @@ def run_benchmark(
     seeds = tuple(cfg.seeds)
 
     def record(model: str, runs: dict[str, list[dict[str, float]]], seconds: float, **info):
-        results["models"][model] = {"summary": summarize(runs), "runs": runs, **info}
-        results["timings_s"][model] = round(seconds, 1)
-        s = results["models"][model]["summary"]["train_to_test"]
-        log.info(
-            "%-22s AMI %.3f ARI %.3f Purity %.3f (train→test, %.0f s)",
-            model, s["ami"]["mean"], s["ari"]["mean"], s["purity"]["mean"], seconds,
-        )  # fmt: skip
+        record_model(results, model, runs, seconds, "train_to_test", **info)
 
     # baselines
     for model in (m for m in cfg.models if m not in CCRL_VARIANTS):

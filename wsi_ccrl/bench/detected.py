@@ -83,7 +83,7 @@ def load_cohort_cells(cohort: Cohort):
     each comes from."""
     from wsi_ccrl.bench.datasets.common import CellSet
     from wsi_ccrl.io.store import CellStore
-    from wsi_ccrl.label.descriptors import store_descriptors
+    from wsi_ccrl.label.descriptors import cell_descriptors
 
     parts, image, descriptors = [], [], []
     for i, (path, gt) in enumerate(zip(cohort.stores, cohort.gt_class, strict=True)):
@@ -100,7 +100,10 @@ def load_cohort_cells(cohort: Cohort):
             )
         )
         image.append(np.full(store.n_cells, i, np.int32))
-        descriptors.append(store_descriptors(store))
+        c = parts[-1]  # the descriptors from what was read, sizes in µm of this store
+        descriptors.append(
+            cell_descriptors(c.area, c.bbox, c.contour_offsets, c.contour_xy, c.crops, store.mpp)
+        )
     return CellSet.concat(parts), np.concatenate(descriptors), np.concatenate(image)
 
 
@@ -240,7 +243,7 @@ def run_detected(
 
 def format_detected(r: dict[str, Any]) -> str:
     """Markdown: detection counts, then each model's scores on the evaluated and cohort cells."""
-    from wsi_ccrl.bench.report import LABELS, machine_line
+    from wsi_ccrl.bench.report import LABELS, machine_line, percent_pm
 
     c, train = r["detection"], r["config"]["train"]
     lines = [
@@ -250,6 +253,7 @@ def format_detected(r: dict[str, Any]) -> str:
         f"{c['matched']} of {c['truth']} typed nuclei matched within {r['radius_um']:g} µm "
         f"(classes {', '.join(f'{n} {v}' for n, v in zip(r['classes'], c['classes'], strict=True))}).",
         f"CCRL trained on every detection ({train['epochs']} epochs"
+        + (f", at least {train['min_steps']} steps" if train.get("min_steps") else "")
         + (f", max {train['max_steps']} steps" if train.get("max_steps") else "")
         + f", batch {train['batch_size']}, "
         f"lr {train['lr']}, seeds {r['config']['train_seeds']}); K-means k = {len(r['classes'])} "
@@ -265,8 +269,8 @@ def format_detected(r: dict[str, Any]) -> str:
         a, b = res["summary"]["evaluated"], res["summary"]["cohort"]
         base, sep, rest = model.partition(", ")
         lines.append(
-            f"| {LABELS.get(base, base)}{sep}{rest} | {_pm(a['ami'])} | {_pm(a['ari'])} "
-            f"| {_pm(a['purity'])} | {_pm(b['ami'])} | {_pm(b['ari'])} | {_pm(b['purity'])} "
+            f"| {LABELS.get(base, base)}{sep}{rest} | {percent_pm(a['ami'])} | {percent_pm(a['ari'])} "
+            f"| {percent_pm(a['purity'])} | {percent_pm(b['ami'])} | {percent_pm(b['ari'])} | {percent_pm(b['purity'])} "
             f"| {r['timings_s'][model]:g} |"
         )
     lines += [f"\n{why}" for why in r["skipped"].values()]
@@ -288,10 +292,6 @@ def _segmenter_name(stores: list[Path]) -> str:
 
     names = {CellStore.open(p).attrs.get("segmenter", {}).get("name", "?") for p in stores}
     return ", ".join(sorted(names))
-
-
-def _pm(stat: dict[str, float]) -> str:
-    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
 
 
 def dataset_images(

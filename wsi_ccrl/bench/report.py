@@ -71,7 +71,7 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the table
-def _pm(stat: dict[str, float]) -> str:
+def percent_pm(stat: dict[str, float]) -> str:
     return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
 
 
@@ -119,8 +119,8 @@ def format_table(results: dict[str, Any]) -> str:
         p = paper.get(model)
         ptxt = " | ".join(f"{v:g}" for v in p) if p else "– | – | –"
         lines.append(
-            f"| {LABELS[model]} | {_pm(a['ami'])} | {_pm(a['ari'])} | {_pm(a['purity'])} "
-            f"| {_pm(b['ami'])} | {_pm(b['ari'])} | {_pm(b['purity'])} | {ptxt} "
+            f"| {LABELS[model]} | {percent_pm(a['ami'])} | {percent_pm(a['ari'])} | {percent_pm(a['purity'])} "
+            f"| {percent_pm(b['ami'])} | {percent_pm(b['ari'])} | {percent_pm(b['purity'])} | {ptxt} "
             f"| {results['timings_s'][model]:g} |"
         )
     for model in results["skipped"]:  # still a row of Table 2: the paper's numbers beside it

@@ -27,12 +27,19 @@ def gather_polygons(
 
     Point j of selected polygon i sits at ``offsets[rows[i]] + j``: one gather for all points.
     """
+    new_offsets, point_idx = polygon_points(offsets, rows)
+    return new_offsets, xy[point_idx].reshape(-1, 2)
+
+
+def polygon_points(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(new offsets from 0, the indices into ``xy`` of every point of ``rows``' polygons), so a
+    caller can read just those points (sorted ``rows`` give sorted indices)."""
     rows = np.asarray(rows, dtype=np.int64)
     starts, ends = offsets[rows], offsets[rows + 1]
     lengths = ends - starts
     new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     point_idx = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
-    return new_offsets, xy[point_idx].reshape(-1, 2)
+    return new_offsets, point_idx
 
 
 # Chain directions (x, y), y down; a pixel's corners as offsets from its centre: TL, TR, BR, BL.

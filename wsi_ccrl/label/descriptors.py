@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsi_ccrl.io.contours import polygon_moments
+from wsi_ccrl.io.contours import polygon_moments, polygon_points
 
 DESCRIPTORS = ("area_um2", "width_um", "height_um", "elongation", "red", "green", "blue")
 CENTRE = 8  # side of the crop's central square whose mean colour is the nucleus's
@@ -74,5 +74,21 @@ def store_descriptors(store, start: int = 0, stop: int | None = None) -> np.ndar
         offsets,
         xy,
         store["crops"][start:stop],
+        store.mpp,
+    )
+
+
+def row_descriptors(store, rows: np.ndarray) -> np.ndarray:
+    """``cell_descriptors`` of a store's sorted ``rows``, reading only those cells (a sample)."""
+    from wsi_ccrl.label.cluster import read_rows
+
+    rows = np.asarray(rows, np.int64)
+    offsets, points = polygon_points(np.asarray(store["contour_offsets"][:], np.int64), rows)
+    return cell_descriptors(
+        read_rows(store["area"], rows),
+        read_rows(store["bbox"], rows),
+        offsets,
+        read_rows(store["contour_xy"], points),
+        read_rows(store["crops"], rows),
         store.mpp,
     )

@@ -224,7 +224,7 @@ def fit_kmeans(
     a one-process run finds; nothing is written into the stores.
     """
     from wsi_ccrl.ccrl.model_io import load_backbone
-    from wsi_ccrl.label.descriptors import store_descriptors
+    from wsi_ccrl.label.descriptors import row_descriptors
     from wsi_ccrl.label.embed import embed_crops, parallel_backbone
 
     cfg.validate()
@@ -242,7 +242,7 @@ def fit_kmeans(
         x = embed_crops(net, crops, cfg.batch_size, device).astype(np.float16)
         x = x.astype(np.float32)
         if km.space_.needs_descriptors:
-            x = np.hstack([x, store_descriptors(store)[rows]])
+            x = np.hstack([x, row_descriptors(store, rows)])
         rows_x.append(x)
         log.info("%s: %d sampled cells embedded", store.path.name, len(rows))
     km.fit(np.concatenate(rows_x))

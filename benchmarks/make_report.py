@@ -16,10 +16,8 @@ SECTIONS = [
     ("Training: input pipeline vs model", "train.md"),
     ("Label: embedding, K-means, export", "label.md"),
     ("Overlay geometry: vertices, area and pixels of real nuclei", "overlay_geometry.md"),
-    ("Crops: no invented pixels", "crops.md"),
-    ("CCRL ablation on the validation split", "ccrl_ablation.md"),
+    ("What was tried for CCRL's training", "ccrl_ablation.md"),
     ("The paper's protocol (wsi-ccrl benchmark)", "protocol.md"),
-    ("End to end: the cells a user gets", "end_to_end.md"),
     ("GPU", "gpu.md"),
     ("The demo on the bundled slide", "demo.md"),
 ]

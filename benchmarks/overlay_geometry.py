@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data" / "consep-patches" / "Train"
 FIXTURES = ROOT / "tests" / "fixtures" / "consep" / "Train"
 TOLERANCES = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -11,6 +11,7 @@ import shapely
 import shapely.affinity
 from conftest import CONSEP_PATCHES, build_label_store, needs
 from PIL import Image
+from qupath_exports import write_synthetic_exports
 from qupath_geojson import check_qupath_geojson
 from shapely.geometry import shape
 
@@ -242,3 +243,21 @@ def test_failed_export_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="cluster"):  # no cluster column yet
         export_store(store, cluster_styles(2), tmp_path / "x.geojson", tmp_path / "x.csv")
     assert list(tmp_path.glob("x.*")) == []
+
+
+def test_repaired_multipolygons_and_holes_at_20x(tmp_path):
+    files, counts = write_synthetic_exports(tmp_path)
+    assert counts["cells"] == 18 and counts["repaired"] == 9  # bow-ties, holed rings, slivers
+    kinds = {}
+    for path in files:
+        check_qupath_geojson(path)  # QuPath's reader rules (the real reader: test_qupath_reader)
+        for feat in _load(path)["features"]:
+            geom = feat["geometry"]
+            kind = (geom["type"], len(geom["coordinates"]))
+            kinds[kind] = kinds.get(kind, 0) + 1
+            assert shape(geom).is_valid
+    assert kinds[("MultiPolygon", 2)] == 3 * 3 + 3  # bow-ties; corner-joined pixels when exact
+    assert kinds[("Polygon", 2)] == 3 * 3  # a shell and its hole
+    assert _load(files[0]) == _load(files[1])
+    first = _load(files[0])["features"][0]["geometry"]["coordinates"][0][0]
+    assert first[0] > 61_000 and first[1] > 38_000  # level 0 of a 20x slide

@@ -243,7 +243,7 @@ def _bracket_counts(s: CellShapes, multi: np.ndarray):
     poly_ids = np.arange(poly_rings.size)
     poly_opens_cell = poly_ids == s.cell_offsets[:-1][poly_cell]
     poly_closes_cell = poly_ids == s.cell_offsets[1:][poly_cell] - 1
-    ring_multi = multi[ring_cell]
+    ring_multi = multi[ring_cell].astype(np.int64)  # counts: bool + bool would be an "or"
     ring_open = 1 + ring_opens_poly * (ring_multi + poly_opens_cell[ring_poly])
     ring_close = 1 + ring_closes_poly * (ring_multi + poly_closes_cell[ring_poly])
     ring_ends_cell = ring_closes_poly & poly_closes_cell[ring_poly]

@@ -214,8 +214,8 @@ def _polygons(offsets: np.ndarray, xy: np.ndarray) -> np.ndarray:
 def _ragged(geoms: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Flat coordinates and (ring, polygon, cell) offsets of Polygons and MultiPolygons."""
     kind, coords, offs = shapely.to_ragged_array(geoms)
-    if kind == shapely.GeometryType.POLYGON:
-        return coords, (offs[0], np.arange(offs[1].size), offs[1])
+    if kind == shapely.GeometryType.POLYGON:  # (ring, polygon) offsets; one polygon per cell
+        return coords, (offs[0], offs[1], np.arange(offs[1].size))
     return coords, tuple(offs)
 
 

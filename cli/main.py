@@ -23,6 +23,7 @@ COMMANDS = {
         "The paper's protocol on CoNSeP / NuCLS, with baselines.",
     ),
     "demo": ("wsi_ccrl_cli.demo", "The whole pipeline on the bundled sample slide."),
+    "check": ("wsi_ccrl_cli.check", "Verify every chunk and invariant of cell stores."),
 }
 
 

@@ -3,7 +3,9 @@
 One file of ~430 lines on purpose: the layout, the writer (append, resume, finalise) and the reader
 of one format belong together.
 
-Layout (``SCHEMA_VERSION`` 1), all arrays chunked along cells and Zstd-compressed:
+Layout (``SCHEMA_VERSION`` 1), all arrays chunked along cells, Zstd-compressed and (stores written
+since checksums were added) CRC32C-checksummed, so a corrupt chunk fails to read instead of
+decoding into garbage (``io/verify`` checks every chunk without decoding it):
 
 - ``crops`` uint8 (N, S, S, 3): one RGB crop per cell, centred on it.
 - ``centroid`` float32 (N, 2): x, y in level-0 pixels of the slide.
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.errors import WsiCcrlError
@@ -47,7 +49,8 @@ log = get_logger(__name__)
 SCHEMA_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
 ROW_ARRAYS = ("crops", "centroid", "bbox", "area", "seg_type", "seg_prob")
-_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+# bytes-to-bytes codecs of every array: Zstd, then a CRC32C of the compressed chunk
+_COMPRESSOR = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec())
 
 
 @dataclass

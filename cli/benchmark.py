@@ -79,6 +79,13 @@ def profile_config(dataset: str, profile: str) -> Path:
     default=None,
     help="official: Train/Test folders; tiles: split one folder by source tile (config's tiles).",
 )
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=None,
+    help="consep, ground-truth cells: cross-validation by source tile; the profile's validation "
+    "tiles are fold 1, the other tiles N - 1 folds (OUT/foldI, OUT/folds.md).",
+)
 @device_option()
 def benchmark(
     dataset: str,
@@ -92,6 +99,7 @@ def benchmark(
     cells: str | None,
     cohort: str | None,
     evaluate: str | None,
+    folds: int | None,
 ) -> None:
     """Cluster the cells of DATASET with CCRL and baselines; AMI / ARI / Purity vs the paper."""
     from wsi_ccrl.bench.protocol import check_data, load_benchmark_config, run_benchmark
@@ -119,6 +127,9 @@ def benchmark(
     if cells == "detected":
         from wsi_ccrl.bench.detected import run_detected_benchmark
 
+        if folds:
+            raise ConfigError("--folds goes with --cells ground-truth (the paper's protocol)")
+
         default = ("train", "val") if dataset == "brca-m2c" else ("train", "test")
         splits = tuple(cohort.split(",")) if cohort else default
         scored = tuple(evaluate.split(",")) if evaluate else default[-1:]
@@ -129,6 +140,15 @@ def benchmark(
             raise ConfigError("brca-m2c has typed dots, no nucleus outlines: use --cells detected")
         if cohort or evaluate:
             raise ConfigError("--cohort and --evaluate go with --cells detected")
+        if folds:
+            from wsi_ccrl.bench.folds import run_folds
+
+            results = run_folds(data_dir, out, cfg, folds, profile_name)
+            click.echo((out / "folds.md").read_text())
+            click.echo(f"wrote {out / 'folds.md'}, {out / 'folds.json'}, {out}/fold*/")
+            for message in results["skipped"].values():
+                click.echo(message)
+            return
         check_data(data_dir, cfg)  # before anything slow: says how to obtain missing data
         results = run_benchmark(data_dir, out, cfg, profile=profile_name)
     click.echo((out / "results.md").read_text())

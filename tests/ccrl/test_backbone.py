@@ -9,7 +9,7 @@ from wsi_ccrl.ccrl.backbone import PreActResNet18
 from wsi_ccrl.config import STEMS
 
 
-@pytest.mark.parametrize(("stem", "side"), [("small", 4), ("stride2", 2), ("imagenet", 1)])
+@pytest.mark.parametrize(("stem", "side"), [("small", 4), ("imagenet", 1)])
 def test_each_stem_gives_512_features_from_maps_of_its_size(stem, side):
     net = PreActResNet18(stem).eval()
     x = torch.rand(2, 3, 32, 32)

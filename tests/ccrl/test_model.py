@@ -6,12 +6,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from wsi_ccrl.ccrl import distributed
 from wsi_ccrl.ccrl.augment import CellViews
-from wsi_ccrl.ccrl.losses import info_nce, proto_nce
 from wsi_ccrl.ccrl.model import CCRL
 from wsi_ccrl.config import AugmentConfig
 from wsi_ccrl.io.store import CellStore
@@ -123,26 +121,6 @@ def test_queue_enqueue_and_wrap_around():
     assert torch.equal(model.queue, torch.ones(5, 2)) and int(model.queue_ptr) == 0
 
 
-def test_prototypes_join_the_loss_once_the_queue_is_full():
-    model = small_model(queue_size=8, prototypes=(2,), momentum=0.0, shuffle_bn=False)
-    im = torch.rand(4, 3, 32, 32)
-    model(im, im)  # 4 of 8 slots: the queue still holds random vectors, InfoNCE alone
-    assert not bool(model.queue_full)
-    model(im, im)
-    assert bool(model.queue_full)
-    with torch.no_grad():  # BatchNorm in training mode, as in forward
-        q = F.normalize(model.predictor(model.projector_q(model.backbone_q(im))), dim=1)
-        k = F.normalize(model.projector_q(model.backbone_q(im)), dim=1)
-    queue = model.queue.clone()
-    torch.manual_seed(0)
-    loss = model(im, im)
-    torch.manual_seed(0)
-    want = info_nce(q, k, queue, model.temperature) + proto_nce(
-        q, k, queue, (2,), model.temperature
-    )
-    assert abs(loss.item() - want.item()) < 1e-4
-
-
 def test_forward_enqueues_keys_and_updates_key_encoder():
     model = small_model()
     before = [p.clone() for p in model.momentum_parameters()]
@@ -165,66 +143,6 @@ def test_shuffled_keys_come_back_in_order():
     model.shuffle_bn = False
     plain = model.encode_key(x)
     assert torch.allclose(shuffled, plain, atol=1e-5)
-
-
-def test_bn_splits_normalise_each_group_apart():
-    """With bn_splits, a cell's query and key depend only on the cells of its BatchNorm group;
-    with one group (the whole batch) on one device, every other cell moves them."""
-    x = torch.rand(8, 3, 32, 32)
-    y = x.clone()
-    y[4:] = torch.rand(4, 3, 32, 32)  # change the second half only
-    for splits, first_half_moves in ((2, False), (1, True)):
-        model = small_model(bn_splits=splits, shuffle_bn=False)
-        for encode in (model.encode_query, model.encode_key):
-            moved = not torch.allclose(encode(x)[:4], encode(y)[:4], atol=1e-6)
-            assert moved == first_half_moves, (splits, encode.__name__)
-
-
-def test_shuffled_keys_in_bn_groups_come_back_in_order():
-    """Shuffled across two BatchNorm groups, each key is still its own view's (in eval mode,
-    where the groups do not matter, the keys equal the unshuffled ones)."""
-    model = small_model(bn_splits=2, shuffle_bn=True)
-    x = torch.rand(8, 3, 32, 32)
-    model.eval()
-    shuffled = model.encode_key(x)
-    model.shuffle_bn = False
-    assert torch.allclose(shuffled, model.encode_key(x), atol=1e-5)
-
-
-def test_symmetric_loss_scores_both_directions_and_enqueues_both_keys():
-    """The symmetrised loss is the mean of the two one-way losses of the same step, and both
-    views' keys enter the queue (the one-way loss enqueues the key view's only)."""
-    torch.manual_seed(1)
-    im_q, im_k = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
-    one_way = small_model(momentum=1.0, queue_size=16)
-    two_way = small_model(momentum=1.0, queue_size=16, symmetric=True)
-    queue = two_way.queue.clone()
-    with torch.no_grad():
-        forward = one_way(im_q, im_k)
-        backward = small_model(momentum=1.0, queue_size=16)(im_k, im_q)
-        both = two_way(im_q, im_k)
-    assert torch.allclose(both, 0.5 * (forward + backward), atol=1e-5)
-    assert int(two_way.queue_ptr) == 8 and int(one_way.queue_ptr) == 4
-    assert not torch.allclose(two_way.queue[:8], queue[:8])
-    assert torch.allclose(two_way.queue[8:], queue[8:])
-
-
-def test_key_views_score_the_query_against_each_draw_and_enqueue_the_first():
-    """With n key draws per query the loss is the mean of the n one-key losses of the same
-    query, and only the first draw enters the queue (n near-copies would crowd it)."""
-    torch.manual_seed(2)
-    im_q, im_k = torch.rand(4, 3, 32, 32), torch.rand(12, 3, 32, 32)
-    model = small_model(momentum=1.0, queue_size=16, shuffle_bn=False)
-    queue = model.queue.clone()
-    with torch.no_grad():
-        q = model.encode_query(im_q)
-        k = model.encode_key(im_k)
-        loss = model(im_q, im_k)
-    want = torch.stack([info_nce(q, kd, queue, model.temperature) for kd in k.chunk(3)]).mean()
-    assert torch.allclose(loss, want, atol=1e-5)
-    assert int(model.queue_ptr) == 4
-    assert torch.allclose(model.queue[:4], k[:4], atol=1e-6)
-    assert torch.allclose(model.queue[4:], queue[4:])
 
 
 def test_data_parallel_keeps_weights_in_the_module():

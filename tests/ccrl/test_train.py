@@ -67,15 +67,6 @@ def test_stop_and_resume_equals_a_straight_run(tiny_store, tmp_path):
     assert (tmp_path / "resumed" / "config.yaml").exists()
 
 
-def test_sgd_trains_the_query_branch_with_momentum(tiny_store, tmp_path):
-    cfg = dataclasses.replace(TINY, optimizer="sgd", lr=0.03, epochs=1)
-    train([tiny_store], tmp_path / "sgd", cfg)
-    optimizer = state(tmp_path / "sgd")["optimizer"]
-    assert [g["momentum"] for g in optimizer["param_groups"]] == [0.9]
-    buffers = [s["momentum_buffer"] for s in optimizer["state"].values()]
-    assert buffers and all(torch.isfinite(b).all() and b.abs().sum() > 0 for b in buffers[:3])
-
-
 def test_model_file_loads_weights_only(tiny_store, tmp_path):
     cfg = dataclasses.replace(TINY, max_steps=1, use_predictor=False)
     path = train([tiny_store], tmp_path / "run", cfg)
@@ -133,10 +124,6 @@ def test_bad_input_fails_before_training(tiny_store, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(WsiCcrlError, match="no CUDA GPU"):
             train([tiny_store], tmp_path / "c", dataclasses.replace(TINY, device="cuda"))
-    with pytest.raises(ConfigError, match="crop_branch"):
-        from wsi_ccrl.config import load_section
-
-        load_section("train", None, {"augment.crop_branch": "both"})
     assert not (tmp_path / "a" / CHECKPOINT).exists()
 
 

@@ -1,12 +1,11 @@
 """The two CCRL views of a batch of cell crops, made on the training device with kornia.
 
-Both pipelines apply an optional H&E stain jitter, colour jitter, random grey-scale, Gaussian blur, horizontal and vertical flips
-and a rotation in [0, 180] degrees (or by a multiple of 90 degrees, ``right_angles``: no
-uncovered corners, no resampling), with independent random parameters per sample. One branch
-(the key, by default, as in the paper's Figure 1) first takes a random resized crop of the cell:
-the local view; the other sees the whole cell: the global view. ``local_global: false`` makes
-both views global (the ablation). Whole uint8 batches go in, so the GPU does the work, not CPU
-workers per image.
+Both pipelines apply an optional H&E stain jitter, colour jitter, random grey-scale, Gaussian
+blur, horizontal and vertical flips and a rotation in [0, 180] degrees, with independent random
+parameters per sample. The key branch (as in the paper's Figure 1) first takes a random resized
+crop of the cell: the local view; the query sees the whole cell: the global view.
+``local_global: false`` makes both views global (the paper's ablation). Whole uint8 batches go
+in, so the GPU does the work, not CPU workers per image.
 """
 
 from __future__ import annotations
@@ -76,16 +75,13 @@ def view_pipeline(cfg: AugmentConfig, crop_size: int, local: bool) -> nn.Sequent
         ),
         K.RandomHorizontalFlip(p=cfg.flip_p),
         K.RandomVerticalFlip(p=cfg.flip_p),
-        K.RandomRotation90((0, 3), p=1.0)
-        if cfg.right_angles
-        else K.RandomAffine(tuple(cfg.rotation), padding_mode=cfg.rotation_padding, p=1.0),
+        K.RandomAffine(tuple(cfg.rotation), padding_mode="zeros", p=1.0),
     ]
     return nn.Sequential(*steps)
 
 
 class CellViews(nn.Module):
-    """uint8 (B, S, S, 3) crops -> (query, key) views, float (B, 3, S, S) in [0, 1]; with
-    ``key_views`` n > 1 the keys are n independent draws, (n * B, 3, S, S), draw-major.
+    """uint8 (B, S, S, 3) crops -> (query, key) views, float (B, 3, S, S) in [0, 1].
 
     Args:
         cfg: the augmentation settings.
@@ -94,11 +90,8 @@ class CellViews(nn.Module):
 
     def __init__(self, cfg: AugmentConfig, crop_size: int):
         super().__init__()
-        crops_query = cfg.local_global and cfg.crop_branch == "query"
-        crops_key = cfg.local_global and cfg.crop_branch == "key"
-        self.query = view_pipeline(cfg, crop_size, local=crops_query)
-        self.key = view_pipeline(cfg, crop_size, local=crops_key)
-        self.key_views = cfg.key_views
+        self.query = view_pipeline(cfg, crop_size, local=False)
+        self.key = view_pipeline(cfg, crop_size, local=cfg.local_global)
 
     def forward(
         self, crops: torch.Tensor, seed: int | None = None
@@ -122,5 +115,5 @@ class CellViews(nn.Module):
 
     def _views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.query(x).clamp_(0.0, 1.0)
-        k = torch.cat([self.key(x) for _ in range(self.key_views)]).clamp_(0.0, 1.0)
+        k = self.key(x).clamp_(0.0, 1.0)
         return q, k

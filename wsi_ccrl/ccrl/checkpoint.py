@@ -13,7 +13,7 @@ from torch import nn
 
 from wsi_ccrl.ccrl.model import CCRL
 from wsi_ccrl.ccrl.model_io import load_checked
-from wsi_ccrl.config import TrainConfig, to_dict
+from wsi_ccrl.config import TrainConfig, drop_retired, to_dict
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.runtime import atomic_save_torch
 
@@ -108,14 +108,16 @@ def load_checkpoint(
     fingerprint: list,
     device: torch.device,
 ) -> int:
-    """Restore a run's state in place; returns the global step. Refuses a different setup."""
+    """Restore a run's state in place; returns the global step. Refuses a different setup.
+
+    A checkpoint of an older build loads when its retired settings hold their no-op values."""
     payload = load_checked(
         path,
         CHECKPOINT_FORMAT,
         "checkpoint",
         "expected train's checkpoint.pt; --no-resume starts over",
     )
-    old, new = payload["config"], to_dict(cfg)
+    old, new = drop_retired(payload["config"], str(path.parent)), to_dict(cfg)
     for key in new:
         if key not in RESUME_MAY_CHANGE and old.get(key) != new[key]:
             why = " (the lr schedule spans the epochs)" if key == "epochs" else ""
@@ -128,7 +130,8 @@ def load_checkpoint(
             f"{path.parent} was trained on other stores ({payload['data']}); "
             "use the same --data or --no-resume"
         )
-    model.load_state_dict(payload["model"])
+    # older builds kept a queue-wrapped flag for a retired loss term
+    model.load_state_dict({k: v for k, v in payload["model"].items() if k != "queue_full"})
     optimizer.load_state_dict(payload["optimizer"])
     set_rng_state(payload["rng"])
     model.to(device)

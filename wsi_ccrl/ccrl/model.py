@@ -17,7 +17,7 @@ from torch import nn
 from wsi_ccrl.ccrl import distributed
 from wsi_ccrl.ccrl.backbone import PreActResNet18
 from wsi_ccrl.ccrl.heads import mlp_head
-from wsi_ccrl.ccrl.losses import info_nce, proto_nce
+from wsi_ccrl.ccrl.losses import info_nce
 from wsi_ccrl.config import TrainConfig, settings_for
 
 
@@ -35,18 +35,6 @@ class CCRL(nn.Module):
         temperature: InfoNCE tau.
         momentum: m of the key-encoder update.
         shuffle_bn: shuffle the key batch across devices so BatchNorm cannot leak positives.
-        bn_splits: BatchNorm groups per device (MoCo's SplitBatchNorm): on one device a single
-            BatchNorm over the whole batch makes shuffling a no-op, and the batch's own statistics
-            then mark the current keys apart from the queue's; in groups, the shuffled keys are
-            normalised with other cells than their queries.
-        symmetric: also score each key view as a query against its query view's key (MoCo's
-            symmetrised loss): twice the gradient signal per image for about 1.5x the step.
-        false_negatives: per query, the queued keys most similar to its positive key that are
-            left out of its negatives (0: every queued key is a negative, as in the paper).
-        nn_positives: per query, the queued keys most similar to its positive key that count
-            as positives too (0: the key alone, as in the paper).
-        prototypes: cluster counts of PCL's ProtoNCE term on the queue's K-means prototypes,
-            added once the queue holds only real keys (empty: InfoNCE alone, as in the paper).
     """
 
     def __init__(
@@ -60,21 +48,11 @@ class CCRL(nn.Module):
         temperature: float = TrainConfig.temperature,
         momentum: float = TrainConfig.momentum,
         shuffle_bn: bool = TrainConfig.shuffle_bn,
-        bn_splits: int = TrainConfig.bn_splits,
-        symmetric: bool = TrainConfig.symmetric,
-        false_negatives: int = TrainConfig.false_negatives,
-        nn_positives: int = TrainConfig.nn_positives,
-        prototypes: tuple[int, ...] = TrainConfig.prototypes,
     ):
         super().__init__()
         self.temperature = temperature
         self.momentum = momentum
         self.shuffle_bn = shuffle_bn
-        self.bn_splits = bn_splits
-        self.symmetric = symmetric
-        self.false_negatives = false_negatives
-        self.nn_positives = nn_positives
-        self.prototypes = tuple(prototypes)
         feat = PreActResNet18.feature_dim
         self.backbone_q = PreActResNet18(stem)
         self.projector_q = mlp_head(feat, proj_hidden, proj_dim)
@@ -86,7 +64,6 @@ class CCRL(nn.Module):
         queue = F.normalize(torch.randn(queue_size, proj_dim), dim=1)
         self.register_buffer("queue", queue)  # KxD
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self.register_buffer("queue_full", torch.zeros((), dtype=torch.bool))  # wrapped once
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> CCRL:
@@ -124,11 +101,9 @@ class CCRL(nn.Module):
         if n >= k:
             self.queue.copy_(keys[-k:])
             self.queue_ptr.zero_()
-            self.queue_full.fill_(True)
             return
         idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % k
         self.queue[idx] = keys
-        self.queue_full |= self.queue_ptr + n >= k
         self.queue_ptr.copy_((self.queue_ptr + n) % k)
 
     # ------------------------------------------------------------------ encoders
@@ -138,11 +113,9 @@ class CCRL(nn.Module):
         ``backbone`` runs ``backbone_q`` (a DataParallel wrapper of it); default ``backbone_q``."""
         backbone = self.backbone_q if backbone is None else backbone
 
-        def encode(x: torch.Tensor) -> torch.Tensor:
-            z = self.projector_q(backbone(x))
-            return z if self.predictor is None else self.predictor(z)
-
-        return F.normalize(self._in_bn_groups(encode, im_q).float(), dim=1)
+        z = self.projector_q(backbone(im_q))
+        z = z if self.predictor is None else self.predictor(z)
+        return F.normalize(z.float(), dim=1)
 
     @torch.no_grad()
     def encode_key(self, im_k: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
@@ -155,15 +128,9 @@ class CCRL(nn.Module):
             return F.normalize(self.projector_k(backbone(x)).float(), dim=1)
 
         if not self.shuffle_bn:
-            return self._in_bn_groups(encode, im_k)
+            return encode(im_k)
         im_k, unshuffle = self._shuffle(im_k)
-        return self._unshuffle(self._in_bn_groups(encode, im_k), unshuffle)
-
-    def _in_bn_groups(self, encode, x: torch.Tensor) -> torch.Tensor:
-        """``encode`` of ``bn_splits`` consecutive slices of the batch apart (BatchNorm per slice)."""
-        if self.bn_splits == 1:
-            return encode(x)
-        return torch.cat([encode(part) for part in x.chunk(self.bn_splits)])
+        return self._unshuffle(encode(im_k), unshuffle)
 
     def _shuffle(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Permute the batch across every rank's samples (MoCo's shuffle BN)."""
@@ -193,40 +160,19 @@ class CCRL(nn.Module):
         """One CCRL step's loss: update the key encoder, score, enqueue the keys.
 
         Args:
-            im_q: (B, 3, S, S) float query views (global by default).
-            im_k: (n * B, 3, S, S) float key views (local by default): n draws per query,
-                draw-major (``augment.key_views``; n = 1 in the paper).
+            im_q: (B, 3, S, S) float query views (global).
+            im_k: (B, 3, S, S) float key views (local).
             backbones: what runs (backbone_q, backbone_k), e.g. their DataParallel wrappers
                 (``distributed.DataParallelCCRL``); default the backbones themselves.
 
         Returns:
-            The InfoNCE loss (scalar) of the queries against their keys and the queue (the
-            mean over the n keys of each query; the first draw is enqueued); with
-            ``symmetric``, the mean of both directions (both views' keys are enqueued).
+            The InfoNCE loss (scalar) of the queries against their keys and the queue.
         """
         run_q, run_k = backbones or (None, None)
         q = self.encode_query(im_q, run_q)  # BxD
-        q2 = self.encode_query(im_k, run_q) if self.symmetric else None
         with torch.no_grad():
             self.momentum_update()
             k = self.encode_key(im_k, run_k)  # BxD
-            k2 = self.encode_key(im_q, run_k) if self.symmetric else None
-        queue = self.queue.clone().detach()
-        ranked = {"false_negatives": self.false_negatives, "nn_positives": self.nn_positives}
-        # (no device sync for the flag unless the term is on)
-        protos = self.prototypes if self.prototypes and bool(self.queue_full) else ()
-
-        def score(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-            loss = info_nce(query, key, queue, self.temperature, **ranked)
-            if protos:
-                loss = loss + proto_nce(query, key, queue, protos, self.temperature)
-            return loss
-
-        draws = k.shape[0] // q.shape[0]
-        loss = score(q.repeat(draws, 1), k) if draws > 1 else score(q, k)
-        k = k[: q.shape[0]]
-        if self.symmetric:
-            loss = 0.5 * (loss + score(q2, k2))
-            k = torch.cat([k, k2])
+        loss = info_nce(q, k, self.queue.clone().detach(), self.temperature)
         self.enqueue(k)
         return loss

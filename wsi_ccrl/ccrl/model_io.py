@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from wsi_ccrl.ccrl.backbone import PreActResNet18
-from wsi_ccrl.config import LabelConfig
+from wsi_ccrl.config import STEMS, LabelConfig
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.runtime import atomic_save_torch, read_torch_file
 
@@ -82,6 +82,11 @@ def load_backbone(
     if encoder not in ENCODERS:
         raise WsiCcrlError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
     payload = load_model_file(path)
+    if payload["stem"] not in STEMS:
+        raise WsiCcrlError(
+            f"{path}: trained with stem {payload['stem']!r}, which this version no longer has"
+            f" (only {', '.join(STEMS)}); train again"
+        )
     backbone = PreActResNet18(stem=payload["stem"])
     backbone.load_state_dict(payload[f"{encoder}_backbone"])
     backbone.to(device).eval()

@@ -250,18 +250,13 @@ def _train(
 
 
 def build_optimizer(model: CCRL, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser of the query branch (``train.optimizer``): the paper's Adam, or SGD with
-    MoCo's momentum 0.9; the fused kernel (CPU and CUDA) when torch has it: one pass over the
-    11 M parameters instead of several, a large share of a CPU step."""
+    """The paper's Adam on the query branch; the fused kernel (CPU and CUDA) when torch has it:
+    one pass over the 11 M parameters instead of several, a large share of a CPU step."""
     params = model.query_parameters()
-    if cfg.optimizer == "sgd":
-        kind, options = torch.optim.SGD, {"momentum": 0.9}
-    else:
-        kind, options = torch.optim.Adam, {}
     try:
-        return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True, **options)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     except (RuntimeError, TypeError):  # older torch or an unsupported device
-        return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **options)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def train_step(

@@ -42,7 +42,8 @@ from wsi_ccrl_cli.options import batch_size_option, command_config, config_optio
     "--export",
     "export",
     default=None,
-    help="Comma-separated exports: geojson, csv (e.g. geojson,csv).",
+    help="Comma-separated exports: geojson, csv (per slide), anndata (one .h5ad of every cell "
+    "for scanpy); e.g. geojson,csv,anndata.",
 )
 @click.option(
     "--compress/--no-compress",
@@ -122,7 +123,8 @@ def label(
     Example:
       wsi-ccrl label --model run/model.pt --data stores/ --k 8 --export geojson,csv --out labels
     """
-    from wsi_ccrl.errors import ConfigError
+    from wsi_ccrl.errors import ConfigError, WsiCcrlError
+    from wsi_ccrl.io.verify import skipped_summary
     from wsi_ccrl.label.cluster import KMeansModel
     from wsi_ccrl.label.pipeline import fit_kmeans, label_stores
     from wsi_ccrl.segment.cohort import parse_shard
@@ -138,6 +140,11 @@ def label(
             f"K-means k={km.k} fitted on {km.n_fit_:,} sampled cells -> {save_kmeans} "
             "(label shares with --kmeans FILE --shard I/N)"
         )
+        if km.info_.get("skipped"):  # the run goes on past a broken store, then says so
+            raise WsiCcrlError(
+                f"fitted without {len(km.info_['skipped'])} cell store(s) that failed to read "
+                f"({'; '.join(km.info_['skipped'][:3])}); `wsi-ccrl check STORE` lists every problem"
+            )
         return
     summary = label_stores(
         model_path,
@@ -163,6 +170,9 @@ def label(
         for path in slide.files:
             click.echo(f"    {path}")
     click.echo(f"  gallery: {summary.gallery}")
+    click.echo(f"  report:  {summary.report} (open in a browser)")
+    if summary.h5ad is not None:
+        click.echo(f"  AnnData: {summary.h5ad} (anndata.read_h5ad; obsm X_ccrl, spatial)")
     if summary.kmeans is not None:
         click.echo(f"  K-means: {summary.kmeans} (reuse with --kmeans)")
     click.echo(f"  config:  {summary.config}")
@@ -172,3 +182,5 @@ def label(
             ".geojson/.geojson.gz onto the viewer); cells appear as detections classified by "
             "cluster. For a whole project: scripts/import_overlays.groovy (README, 'In QuPath')."
         )
+    if summary.skipped:  # the run went on past a broken store; it ends non-zero, naming it
+        raise WsiCcrlError(skipped_summary(summary.skipped, summary.n_stores))

@@ -16,6 +16,7 @@ from qupath_geojson import check_qupath_geojson
 from shapely.geometry import shape
 
 from wsi_ccrl.config import SegmentConfig
+from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.contours import SEGMENT_CONTOURS
 from wsi_ccrl.io.store import CellBatch, CellStore, CellStoreWriter
 from wsi_ccrl.io.tiles import plan_tiles
@@ -240,7 +241,7 @@ def test_area_in_pixels_without_mpp_and_no_types(tmp_path):
 def test_failed_export_leaves_nothing(tmp_path):
     path = build_label_store(tmp_path / "nocluster.zarr", patches=PATCHES[:1], max_cells=5)
     store = CellStore.open(path, mode="r+")
-    with pytest.raises(ValueError, match="cluster"):  # no cluster column yet
+    with pytest.raises(WsiCcrlError, match="no 'cluster' column: run label first"):
         export_store(store, cluster_styles(2), tmp_path / "x.geojson", tmp_path / "x.csv")
     assert list(tmp_path.glob("x.*")) == []
 

@@ -19,7 +19,7 @@ import google_crc32c
 import numpy as np
 
 from wsi_ccrl.errors import WsiCcrlError
-from wsi_ccrl.io.labelset import stale_reason
+from wsi_ccrl.io.labelset import STAGED, stale_reason
 from wsi_ccrl.io.store import ROW_ARRAYS, CellStore
 from wsi_ccrl.log import get_logger
 
@@ -48,13 +48,17 @@ class Problem:
         return f"{self.store}: {where}{self.message}"
 
 
-def check_store(path: str | Path, arrays: Iterable[str] | None = None) -> list[Problem]:
+def check_store(
+    path: str | Path, arrays: Iterable[str] | None = None, labels: bool = True
+) -> list[Problem]:
     """The problems of the store at ``path`` (empty: it is whole).
 
     Args:
         path: a finished store (``x.zarr``).
         arrays: check the chunks of these arrays only (default: every array); the invariants are
             always checked.
+        labels: check that the label columns are one complete set (``label`` itself, which
+            replaces them, does not need them to be).
     """
     path = Path(path)
     try:
@@ -62,7 +66,8 @@ def check_store(path: str | Path, arrays: Iterable[str] | None = None) -> list[P
     except WsiCcrlError as exc:
         return [Problem(path, str(exc).replace(f": {path}", "").replace(f"{path}: ", ""))]
     problems = _attr_problems(store)
-    names = sorted(store.group.array_keys())
+    # a stopped label run's staged columns are not the store's: the next run drops them
+    names = sorted(n for n in store.group.array_keys() if not n.startswith(STAGED))
     wanted = names if arrays is None else [n for n in names if n in set(arrays)]
     for name in (*ROW_ARRAYS, *CONTOUR_ARRAYS):
         if name not in names:
@@ -73,7 +78,7 @@ def check_store(path: str | Path, arrays: Iterable[str] | None = None) -> list[P
         problems += found
         broken |= {name} if found else set()
     problems += _shape_problems(store, names, broken)
-    if not problems:
+    if labels and not problems:
         reason = stale_reason(store)
         if reason is not None:
             problems.append(
@@ -83,7 +88,7 @@ def check_store(path: str | Path, arrays: Iterable[str] | None = None) -> list[P
 
 
 def usable_stores(
-    paths: list[Path], arrays: Iterable[str] | None = None
+    paths: list[Path], arrays: Iterable[str] | None = None, labels: bool = True
 ) -> tuple[list[Path], list[list[Problem]]]:
     """The stores of ``paths`` that pass ``check_store`` and the problems of the others, one
     warning line each; one error line when none passes.
@@ -93,7 +98,7 @@ def usable_stores(
     """
     usable, skipped = [], []
     for path in paths:
-        problems = check_store(path, arrays)
+        problems = check_store(path, arrays, labels)
         if problems:
             more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
             log.warning("%s%s; skipping this store", problems[0], more)

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ccrl.config import LabelConfig
+from wsi_ccrl.io import labelset
 from wsi_ccrl.io.contours import legacy_shift
 from wsi_ccrl.label.overlay import CellShapes, cell_shapes
 from wsi_ccrl.label.palette import ClusterStyles
@@ -335,9 +336,7 @@ def export_store(
         counts: ``cells``, ``repaired`` outlines, ``vertices`` written, ``bytes`` of GeoJSON
         before compression.
     """
-    for name in ("cluster", "cluster_distance"):
-        if name not in store:
-            raise ValueError(f"{store.path} has no {name!r} column: label it first")
+    labelset.require_current(store)  # one line for a store not labelled, or its labels stale
     key = str(store.attrs.get("slide", {}).get("path") or store.path.name)
     types = type_names(store)
     gj = GeoJsonFormat(styles, store.mpp, types) if geojson is not None else None

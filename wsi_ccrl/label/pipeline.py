@@ -3,7 +3,10 @@
 Every check that can fail on the user's input (model vs store crop size, empty stores, k against the
 number of cells, the names file, a K-means file of another model) runs before any embedding starts,
 so a bad input costs one line and leaves nothing half-written. Each output is written under a
-temporary name and renamed.
+temporary name and renamed. A store that fails its check (``io/verify``) is skipped in one warning
+line, as an empty one is, and the summary names it. The new ``embedding``, ``cluster`` and
+``cluster_distance`` replace a store's previous ones as one set (``io/labelset``), so a run stopped
+at any point leaves the previous set or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import numpy as np
 
 from wsi_ccrl.config import LabelConfig, dump_yaml, to_dict
 from wsi_ccrl.errors import WsiCcrlError
+from wsi_ccrl.io import labelset
 from wsi_ccrl.io.store import CellStore, drop_empty, find_stores
 from wsi_ccrl.io.store_lock import StoreLock
+from wsi_ccrl.io.verify import Problem, usable_stores
 from wsi_ccrl.label.cluster import (
     KMeansModel,
     file_sha256,
@@ -29,7 +34,9 @@ from wsi_ccrl.label.cluster import (
 from wsi_ccrl.label.embed import embed_store
 from wsi_ccrl.label.export import default_compress, export_store
 from wsi_ccrl.label.features import N_DESCRIPTORS
+from wsi_ccrl.label.h5ad import write_h5ad
 from wsi_ccrl.label.palette import ClusterStyles, cluster_styles
+from wsi_ccrl.label.report import write_report
 from wsi_ccrl.label.visualize import draw_gallery, draw_overview
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.runtime import resolve_device
@@ -67,6 +74,10 @@ class LabelSummary:
     kmeans: Path | None
     seconds: float
     styles: ClusterStyles
+    h5ad: Path | None = None  # --export anndata: every cell of the run
+    report: Path | None = None  # report.html
+    skipped: list[list[Problem]] = field(default_factory=list)  # stores that failed to read
+    n_stores: int = 0  # stores given (of the shard), skipped ones included
 
     @property
     def n_cells(self) -> int:
@@ -114,12 +125,16 @@ def label_stores(
     device = resolve_device(cfg.device)
     backbone, meta = load_backbone(model_path, cfg.encoder)
     model_hash = file_sha256(model_path)
-    opened = _open_stores(stores, int(meta["crop_size"]), shard)
+    paths = _store_paths(stores, shard)
     # one writer per store, as `segment`: a second label run of the same store stops here
-    locks = [StoreLock(s.path) for s in opened]
+    locks = [StoreLock(p) for p in paths]
     try:
         for lock in locks:
             lock.acquire()
+        opened, skipped = _open_stores(paths, int(meta["crop_size"]))
+        for store in opened:
+            labelset.recover(store)  # a stopped run's swap is finished, its staging dropped
+        staged = {s.path: labelset.Staged(s) for s in opened}
         stems = [store_stem(s.path) for s in opened]
         dim = int(getattr(backbone, "feature_dim", 512))
         km = _kmeans_for(cfg, kmeans_path, sum(s.n_cells for s in opened), dim, model_hash)
@@ -130,8 +145,8 @@ def label_stores(
         out_dir.mkdir(parents=True, exist_ok=True)
 
         embedded = {}
+        source = {"model_sha256": model_hash, "encoder": cfg.encoder, "dim": dim}
         for store in opened:
-            source = {"model_sha256": model_hash, "encoder": cfg.encoder, "dim": dim}
             if cfg.reuse_embeddings and _has_embeddings(store, source):
                 log.info("%s: reusing its embeddings from the same model", store.path.name)
                 embedded[store.path] = False
@@ -139,16 +154,15 @@ def label_stores(
             log.info(
                 "embedding %s (%d cells, %s encoder)", store.path.name, store.n_cells, cfg.encoder
             )
-            store.update_attrs(embedding=None)  # invalid until the column is complete
-            embed_store(store, backbone, cfg.batch_size, device)
-            store.update_attrs(embedding=source)
+            embed_store(staged[store.path], backbone, cfg.batch_size, device)
+            staged[store.path].seal("embedding")
             embedded[store.path] = True
         if km.space_.needs_descriptors:
             for store in opened:
                 _write_descriptors(store)
         fitted = not hasattr(km, "cluster_centers_")
         if fitted:
-            fit_stores(km, opened, cfg.fit_sample, cfg.seed)
+            fit_stores(km, list(staged.values()), cfg.fit_sample, cfg.seed)
             km.info_.update(encoder=cfg.encoder, model=str(model_path), model_sha256=model_hash)
         if save_kmeans is not None:
             km.save(
@@ -170,8 +184,10 @@ def label_stores(
 
         results, all_clusters = [], []
         for store, stem in zip(opened, stems, strict=True):
-            clusters = predict_store(km, store)
-            store.update_attrs(label=provenance)
+            clusters = predict_store(km, staged[store.path])
+            staged[store.path].seal("cluster", "cluster_distance")
+            # the new set replaces the old one whole, or not at all (io/labelset)
+            labelset.commit(staged[store.path], label=provenance, embedding=source)
             all_clusters.append(clusters)
             result = SlideResult(
                 store.path,
@@ -184,7 +200,8 @@ def label_stores(
             results.append(result)
             log.info("%s: %d cells labelled", stem, store.n_cells)
 
-        gallery_name = GALLERY if shard is None else f"gallery-shard{shard[0]}of{shard[1]}.png"
+        suffix = "" if shard is None else f"-shard{shard[0]}of{shard[1]}"
+        gallery_name = GALLERY if shard is None else f"gallery{suffix}.png"
         gallery = draw_gallery(
             opened,
             all_clusters,
@@ -196,6 +213,19 @@ def label_stores(
         )
         config_path = out_dir / RESOLVED_CONFIG
         dump_yaml("label", cfg, config_path)
+        h5ad = None
+        if "anndata" in cfg.export:  # one file of every cell of the run, for scanpy
+            h5ad = write_h5ad(opened, stems, styles, out_dir / f"cells{suffix}.h5ad")
+        report = write_report(
+            out_dir / f"report{suffix}.html",
+            results,
+            styles,
+            gallery,
+            opened,
+            all_clusters,
+            [f for f in (h5ad, config_path) if f is not None],
+            cfg.seed,
+        )
         log.debug("resolved config: %s", to_dict(cfg))
         return LabelSummary(
             k=km.k,
@@ -207,6 +237,10 @@ def label_stores(
             kmeans=Path(save_kmeans) if save_kmeans is not None else None,
             seconds=time.perf_counter() - t0,
             styles=styles,
+            h5ad=h5ad,
+            report=report,
+            skipped=skipped,
+            n_stores=len(paths),
         )
     finally:
         for lock in locks:
@@ -231,7 +265,7 @@ def fit_kmeans(
     device = resolve_device(cfg.device)
     backbone, meta = load_backbone(model_path, cfg.encoder)
     model_hash = file_sha256(model_path)
-    opened = _open_stores(stores, int(meta["crop_size"]), mode="r")
+    opened, skipped = _open_stores(_store_paths(stores), int(meta["crop_size"]), mode="r")
     dim = int(getattr(backbone, "feature_dim", 512))
     km = _kmeans_for(cfg, None, sum(s.n_cells for s in opened), dim, model_hash)
     net = parallel_backbone(backbone, device)
@@ -247,15 +281,13 @@ def fit_kmeans(
         log.info("%s: %d sampled cells embedded", store.path.name, len(rows))
     km.fit(np.concatenate(rows_x))
     km.info_.update(fit_sample=int(sum(len(r) for r in picks)), sample_seed=cfg.seed)
+    km.info_["skipped"] = [str(problems[0]) for problems in skipped]  # stores that failed to read
     km.save(save_kmeans, encoder=cfg.encoder, model=str(model_path), model_sha256=model_hash)
     return km
 
 
-def _open_stores(
-    stores: list[str | Path], crop_size: int, shard: tuple[int, int] | None = None, mode="r+"
-) -> list[CellStore]:
-    """Open every store (of the shard); skip empty stores, refuse foreign crop sizes, clashing
-    names, and a shard that holds no store."""
+def _store_paths(stores: list[str | Path], shard: tuple[int, int] | None = None) -> list[Path]:
+    """The stores (of the shard); refuse clashing names and a shard that holds no store."""
     paths = find_stores(list(stores))
     if shard is not None:
         paths = select_shard(paths, shard)
@@ -264,21 +296,29 @@ def _open_stores(
                 f"--shard {shard[0]}/{shard[1]} holds no store: the cohort has "
                 f"{len(find_stores(list(stores)))}; use N <= the number of stores"
             )
-    opened = [CellStore.open(p, mode=mode) for p in paths]
-    stems = [store_stem(s.path) for s in opened]
+    stems = [store_stem(p) for p in paths]
     dup = next((s for s in stems if stems.count(s) > 1), None)
     if dup is not None:
         raise WsiCcrlError(
             f"two stores are named {dup!r}; their exports would overwrite each other"
         )
-    opened = drop_empty(opened)
+    return paths
+
+
+def _open_stores(
+    paths: list[Path], crop_size: int, mode: str = "r+"
+) -> tuple[list[CellStore], list[list[Problem]]]:
+    """Open the stores that read (``io/verify``: a broken one is skipped in one warning line, as
+    an empty one is), refuse foreign crop sizes; also the problems of the skipped stores."""
+    usable, skipped = usable_stores(paths, labels=False)  # label replaces the label columns
+    opened = drop_empty([CellStore.open(p, mode=mode) for p in usable])
     for store in opened:
         if store.crop_size != crop_size:
             raise WsiCcrlError(
                 f"{store.path} has {store.crop_size} px crops but the model was trained on "
                 f"{crop_size} px crops; segment with crop_size {crop_size} or use a matching model"
             )
-    return opened
+    return opened, skipped
 
 
 def _export_slide(

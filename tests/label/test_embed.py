@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from wsi_ccrl.ccrl.backbone import PreActResNet18
+from wsi_ccrl.ccrl.embed import embed_crops
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.store import CellStore
-from wsi_ccrl.label.embed import embed_crops, embed_store, parallel_backbone
+from wsi_ccrl.label.embed import embed_store, parallel_backbone
 from wsi_ccrl.runtime import resolve_device
 
 
@@ -28,14 +29,6 @@ def test_embed_store_streams_into_a_float16_column(small_store_factory, backbone
     got = store["embedding"][:].astype(np.float32)
     np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-3)
     assert np.isfinite(got).all() and got.std() > 0
-
-
-def test_embed_crops_empty_and_batching(backbone):
-    assert embed_crops(backbone, np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 512)
-    crops = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    np.testing.assert_allclose(
-        embed_crops(backbone, crops, batch_size=2), embed_crops(backbone, crops), atol=1e-4
-    )
 
 
 def test_devices():

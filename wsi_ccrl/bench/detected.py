@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ccrl.bench.datasets.common import TypedImage
-from wsi_ccrl.bench.metrics import cluster_metrics
+from wsi_ccrl.ccrl.metrics import cluster_metrics
 from wsi_ccrl.config import BenchmarkConfig, LabelConfig, SegmentConfig, to_dict
 from wsi_ccrl.errors import ConfigError
 from wsi_ccrl.log import get_logger

@@ -182,7 +182,7 @@ def cluster_scores(
     """
     from sklearn.cluster import KMeans
 
-    from wsi_ccrl.bench.metrics import cluster_metrics
+    from wsi_ccrl.ccrl.metrics import cluster_metrics
 
     out: dict[str, list[dict[str, float]]] = {p: [] for p in PROTOCOLS}
     train_x = np.asarray(train_x, np.float64)
@@ -266,8 +266,8 @@ def train_ccrl(
 
 
 def embed(model_path: Path, encoder: str, crops: np.ndarray, cfg: BenchmarkConfig, device: str):
+    from wsi_ccrl.ccrl.embed import embed_crops
     from wsi_ccrl.ccrl.model_io import load_backbone
-    from wsi_ccrl.label.embed import embed_crops
 
     backbone, meta = load_backbone(model_path, encoder=encoder, device=device)
     if int(meta["crop_size"]) != crops.shape[1]:

@@ -29,8 +29,8 @@ def evaluate(
     many initialisations as ``label`` fits with (``LabelConfig.kmeans_n_init``)."""
     from sklearn.cluster import KMeans
 
-    from wsi_ccrl.bench.metrics import cluster_metrics
-    from wsi_ccrl.label.embed import embed_crops
+    from wsi_ccrl.ccrl.embed import embed_crops
+    from wsi_ccrl.ccrl.metrics import cluster_metrics
 
     crops, labels = eval_set
     feats = embed_crops(model.backbone_k, crops, min(cfg.batch_size, 1024), device)

@@ -29,11 +29,11 @@ from wsi_ccrl.ccrl.data import CellCrops, load_eval_set, open_stores
 from wsi_ccrl.ccrl.model import CCRL
 from wsi_ccrl.ccrl.model_io import save_model
 from wsi_ccrl.ccrl.monitor import METRICS, evaluate, log_epoch, tensorboard, trim_metrics
-from wsi_ccrl.ccrl.schedule import cosine_schedule
 from wsi_ccrl.config import TrainConfig, dump_yaml, to_dict
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.schedule import cosine_schedule
 
 log = get_logger(__name__)
 

@@ -257,9 +257,10 @@ def fit_kmeans(
     embedded the same way (stored as float16 there, so cast here), so the centroids are the ones
     a one-process run finds; nothing is written into the stores.
     """
+    from wsi_ccrl.ccrl.embed import embed_crops
     from wsi_ccrl.ccrl.model_io import load_backbone
     from wsi_ccrl.label.descriptors import row_descriptors
-    from wsi_ccrl.label.embed import embed_crops, parallel_backbone
+    from wsi_ccrl.label.embed import parallel_backbone
 
     cfg.validate()
     device = resolve_device(cfg.device)

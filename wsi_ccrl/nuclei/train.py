@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsi_ccrl.ccrl.schedule import cosine_schedule
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.stain import reference_from_images
 from wsi_ccrl.log import get_logger
@@ -32,6 +31,7 @@ from wsi_ccrl.nuclei.data import HELD_BACK, LabelledImage, load_sources, split
 from wsi_ccrl.nuclei.net import NucleusUNet
 from wsi_ccrl.nuclei.targets import hovernet_loss
 from wsi_ccrl.runtime import atomic_save_torch, read_torch_file
+from wsi_ccrl.schedule import cosine_schedule
 
 __all__ = ["NucleusTrainConfig", "SourceSampler", "save_weights", "train"]
 

@@ -1,4 +1,7 @@
-"""Per-step schedules computed up front (as in DINO): one value per optimiser step."""
+"""Per-step schedules computed up front (as in DINO): one value per optimiser step.
+
+Below every package: both trainers (CCRL in ``ccrl/train``, the nucleus U-Net in
+``nuclei/train``) take their learning rate from here."""
 
 from __future__ import annotations
 

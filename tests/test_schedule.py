@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsi_ccrl.ccrl.schedule import cosine_schedule
+from wsi_ccrl.schedule import cosine_schedule
 
 
 def test_shape_warmup_and_decay():

@@ -1,4 +1,7 @@
-"""Clustering quality against ground-truth classes: AMI, ARI (scikit-learn) and Purity."""
+"""Clustering quality against ground-truth classes: AMI, ARI (scikit-learn) and Purity.
+
+The paper's scores, kept in ``ccrl`` because the training monitor scores with them as the
+benchmark does (``bench`` sits above and imports them)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wsi_ccrl.bench.metrics import cluster_metrics, purity
+from wsi_ccrl.ccrl.metrics import cluster_metrics, purity
 
 
 def test_purity_hand_computed():

@@ -239,6 +239,10 @@ def drop_retired(stored: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- label
+# per slide: QuPath's GeoJSON, a CSV; per run: one AnnData .h5ad of every cell (label/h5ad.py)
+LABEL_EXPORTS = ("geojson", "csv", "anndata")
+
+
 @dataclass(frozen=True)
 class LabelConfig:
     """Embedding, clustering and export of every cell."""
@@ -249,7 +253,7 @@ class LabelConfig:
     fit_sample: int = 200_000
     seed: int = 0
     device: str = "auto"
-    export: tuple[str, ...] = ("geojson",)  # geojson | csv
+    export: tuple[str, ...] = ("geojson",)  # LABEL_EXPORTS: geojson | csv | anndata
     compress: bool | None = None  # gzip the GeoJSON; None: only above 100,000 cells
     # Douglas-Peucker tolerance of the outlines, pixels of the segmenter (0: exact pixel edges;
     # 0.5 keeps the area within 1 %, benchmarks/overlay_geometry.py)
@@ -294,9 +298,10 @@ class LabelConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"label: {message}")
-        bad = [e for e in self.export if e not in ("geojson", "csv")]
+        bad = [e for e in self.export if e not in LABEL_EXPORTS]
         if bad:
-            raise ConfigError(f"label: unknown export format {bad[0]!r} (valid: geojson, csv)")
+            valid = ", ".join(LABEL_EXPORTS)
+            raise ConfigError(f"label: unknown export format {bad[0]!r} (valid: {valid})")
 
 
 # --------------------------------------------------------------------------- benchmark

@@ -51,6 +51,7 @@ def run_demo(
         for path in result.files:
             written[_describe(path)] = path
     written["cluster gallery"] = summary.gallery
+    written["report"] = summary.report
     return written
 
 

@@ -42,6 +42,7 @@ def test_label_saved_kmeans_and_reproducibility(two_stores, random_model_file, t
     assert sorted(p.name for p in out.iterdir()) == [
         "gallery.png",
         "label_config.yaml",
+        "report.html",
         "slide_a.csv",
         "slide_a.geojson",
         "slide_a.overview.png",
@@ -165,6 +166,7 @@ def test_embeddings_are_reused_only_from_the_same_model(
         "gallery.png",
         "label_config.yaml",
         "r.overview.png",
+        "report.html",
     ]
     # embeddings of another model (or an interrupted embedding) are recomputed
     CellStore.open(store, mode="r+").update_attrs(embedding={"model_sha256": "0" * 64})

@@ -4,12 +4,23 @@
 # segment s/mm² with the embedded model, each under its own time limit. Every step's output lands
 # in OUT (default gpu-check/) and OUT/summary.md collects the tables, with the GPU's name, for
 # BENCHMARKS.md ("GPU"). A step that fails or runs out of time is named in the summary; the others
-# still run. Run from the repository root:
-#     OUT=$OUT bash benchmarks/gpu_check.sh
+# still run. The GPU machine has torch but no package registry: `bash benchmarks/gpu_wheels.sh`
+# here first fetches what it lacks into .whl/, which the device call carries. From the repo root:
+#     OUT=$OUT bash benchmarks/gpu_check.sh          (device tool: carry [".whl"])
+# Not run there: the paper profile of `benchmark consep` needs the CoNSeP patches, which live in
+# ../shared (it does not travel) and with the wheels exceed the 64 MiB a call carries.
 set -uo pipefail
 out=${OUT:-gpu-check}
-py=${PYTHON:-python}
+py=${PYTHON:-python3}
 mkdir -p "$out"
+if [ -d .whl ]; then  # what the machine lacks, installed offline; the project from this tree
+  $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl ||
+    echo "installing .whl/ failed; steps below may fail to import" >&2
+  mkdir -p /tmp/site/bin && ln -sfn "$PWD/cli" /tmp/site/wsi_ccrl_cli  # cli/ installs under that name
+  printf '#!/bin/sh\nexec %s -c "from wsi_ccrl_cli.main import cli; cli(prog_name=\"wsi-ccrl\")" "$@"\n' "$py" \
+    > /tmp/site/bin/wsi-ccrl && chmod +x /tmp/site/bin/wsi-ccrl
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
+fi
 summary="$out/summary.md"
 gpu=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)
 {

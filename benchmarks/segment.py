@@ -5,6 +5,10 @@ Cases (each in its own subprocess, so every peak RSS is separate):
   embedded     the full pipeline with the bundled nucleus U-Net (the offline default)
   crops+store  the pipeline with a zero-cost "segmenter" that returns a fixed lattice of nuclei:
                reading, ownership, level-0 mapping, crop extraction and store writing alone
+  profile      the embedded pipeline's seconds per stage (``wsi_ccrl.segment.stages``), then, in
+               the same process, the segmenter alone (network + post-processing) on the same
+               tiles and on 256² patches of them (``nucleus_net.py --speed-n``'s unit): the
+               pipeline's cost as a ratio of its network's, from one run
 
 The large slide is made by tiling real H&E regions of the sample slide into a pyramidal, JPEG-tiled
 TIFF at 0.25 µm/px (built once, memory-mapped, then cached in --workdir). If peak RSS is flat from
@@ -12,6 +16,7 @@ the sample (2220 x 2967 px) to the large slide, memory does not grow with slide 
 
     python benchmarks/segment.py                 # sample + 20,000² slide
     python benchmarks/segment.py --size 40000    # a 1.6-gigapixel slide
+    python benchmarks/segment.py --size 10000 --slides large --cases profile
 """
 
 from __future__ import annotations
@@ -100,17 +105,21 @@ def run_case(case: str, slide: str, out: str, tile_size: int, device: str = "cpu
 
         rss = peak_rss_mb()
         return {"cells": 0, "tiles": 0, "seconds": 0.0, "peak_rss_mb": rss, "dimensions": [0, 0]}
-    name = "embedded" if case == "embedded" else "watershed"
+    name = "embedded" if case in ("embedded", "profile") else "watershed"
     cfg = load_section(
         "segment",
         None,
         {"segmenter": name, "device": device, "tile_size": tile_size, "overwrite": True},
     )
     seg = lattice_segmenter() if case == "crops+store" else None
+    if case == "profile":
+        from wsi_ccrl.segment import build_segmenter
+
+        seg = build_segmenter(cfg)
     t0 = time.perf_counter()
     store = segment_slide(slide, out, cfg, segmenter=seg)
     seconds = time.perf_counter() - t0
-    return {
+    result = {
         "cells": store.n_cells,
         "tiles": store.attrs["tiles"]["count"],
         "seconds": seconds,
@@ -118,6 +127,82 @@ def run_case(case: str, slide: str, out: str, tile_size: int, device: str = "cpu
         "dimensions": store.attrs["slide"]["dimensions"],
         "tissue_mm2": tissue_mm2(slide, cfg.tissue_mpp),
     }
+    if case == "profile":
+        from wsi_ccrl.segment.stages import STAGES
+
+        result["stages"] = STAGES.snapshot()
+        result.update(network_reference(slide, cfg, seg))
+    return result
+
+
+def network_reference(path: str, cfg, seg, patch: int = 256, n_patches: int = 128) -> dict:
+    """Seconds of the segmenter alone (``segment``: normalisation, network, post-processing,
+    contours) on the pipeline's tiles, batch by batch, and on 256² patches of their cores (batches
+    of 16, as ``nucleus_net.py --speed-n``); reads are not timed."""
+    from wsi_ccrl.io.slide import Slide
+    from wsi_ccrl.segment.pipeline import _read_box, make_plan, tissue_thumbnail
+
+    with Slide.open(path, mpp=cfg.mpp) as slide:
+        plan = make_plan(slide, cfg, seg.mpp, tissue_thumbnail(slide, cfg))
+        m, tiles = plan.crop_margin, plan.tiles
+        tile_s, patches = 0.0, []
+        every = max(1, len(tiles) // n_patches)
+        for i in range(0, len(tiles), cfg.batch_size):
+            batch = [_read_box(slide, plan, t.read)[0] for t in tiles[i : i + cfg.batch_size]]
+            views = [im[m : im.shape[0] - m, m : im.shape[1] - m] for im in batch]
+            t0 = time.perf_counter()
+            seg.segment(views)
+            tile_s += time.perf_counter() - t0
+            for j, (tile, view) in enumerate(
+                zip(tiles[i : i + cfg.batch_size], views, strict=True)
+            ):
+                if (i + j) % every == 0 and len(patches) < n_patches:
+                    o = tile.core[0] - tile.seg[0]
+                    patches.append(np.ascontiguousarray(view[o : o + patch, o : o + patch]))
+    t0 = time.perf_counter()
+    for i in range(0, len(patches), 16):
+        seg.segment(patches[i : i + 16])
+    patch_s = (time.perf_counter() - t0) / max(len(patches), 1)
+    return {
+        "reference_tiles_s": tile_s,
+        "reference_patch_s": patch_s,
+        "n_patches": len(patches),
+        "seg_px": int(sum((t.seg[2] - t.seg[0]) * (t.seg[3] - t.seg[1]) for t in tiles)),
+        "core_px": int(sum((t.core[2] - t.core[0]) * (t.core[3] - t.core[1]) for t in tiles)),
+        "target_mpp": float(plan.target_mpp),
+    }
+
+
+def print_profile(slide_name: str, r: dict, args) -> None:
+    """The per-stage table and the ratios of one ``profile`` run."""
+    mm2, wall = max(r["tissue_mm2"], 1e-9), r["seconds"]
+    px_per_mm2 = (1000 / r["target_mpp"]) ** 2
+    print(f"\n#### Where `segment` spends its time ({slide_name}, {r['tiles']} tiles)\n")
+    print("| stage | thread | calls | s | % of wall | s/mm² |")
+    print("|---|---|---:|---:|---:|---:|")
+    for stage, (s, calls) in r["stages"].items():
+        thread = "read-ahead" if stage == "read" else "main"
+        print(
+            f"| {stage} | {thread} | {calls} | {s:.1f} | {100 * s / wall:.0f} % | {s / mm2:.2f} |"
+        )
+    print(f"| **wall** | | | **{wall:.1f}** | 100 % | **{wall / mm2:.2f}** |")
+    tiles_mm2 = r["reference_tiles_s"] / mm2
+    patch_mm2 = r["reference_patch_s"] * px_per_mm2 / 256**2
+    print(
+        f"\nSame process, same segmenter (`segment`: normalisation, network, post-processing, "
+        f"contours), reads untimed: on the pipeline's {r['tiles']} tiles {r['reference_tiles_s']:.1f}"
+        f" s ({tiles_mm2:.2f} s/mm²); on {r['n_patches']} 256² patches of their cores "
+        f"{1 / max(r['reference_patch_s'], 1e-9):.1f} patches/s, {patch_mm2:.2f} s per mm² of "
+        f"tissue. Segmented pixels per tissue pixel: {r['seg_px'] / (mm2 * px_per_mm2):.2f} "
+        f"(tile cores {r['core_px'] / (mm2 * px_per_mm2):.2f}, overlap "
+        f"{r['seg_px'] / r['core_px']:.2f}x).\n"
+    )
+    print("| ratio | value |")
+    print("|---|---:|")
+    print(f"| `segment` / segmenter on the same tiles | {wall / r['reference_tiles_s']:.2f} |")
+    print(
+        f"| `segment` / segmenter on 256² patches, per mm² of tissue | {wall / mm2 / patch_mm2:.2f} |"
+    )
 
 
 def tissue_mm2(path: str, tissue_mpp: float) -> float:
@@ -212,6 +297,8 @@ def main() -> None:
             r = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append((slide_name, case, r))
             print(f"{slide_name} {case}: {r}", file=sys.stderr)
+            if case == "profile":
+                print_profile(slide_name, r, args)
     print(f"### Segmentation throughput and memory ({machine()})\n")
     print(
         "| slide | size (px) | case | tissue tiles | tissue mm² | cells | s | s/mm² | cells/s "

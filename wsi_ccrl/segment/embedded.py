@@ -32,6 +32,7 @@ from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_
 from wsi_ccrl.runtime import read_torch_file, resolve_device
 from wsi_ccrl.segment import register
 from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
+from wsi_ccrl.segment.stages import STAGES
 
 __all__ = ["DEFAULT_WEIGHTS", "EmbeddedSegmenter", "load_nucleus_net"]
 
@@ -118,17 +119,19 @@ class EmbeddedSegmenter(Segmenter):
                 chunk = idx[start : start + per_pass]
                 batch = [tiles[i] for i in chunk]
                 if self.stain is not None:
-                    batch = [reinhard_normalize(t, self.stain, self.slide_stain) for t in batch]
-                x = torch.from_numpy(np.stack(batch)).to(self.device)
-                x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
-                if ph or pw:
-                    mode = "reflect" if ph < h and pw < w else "replicate"
-                    x = F.pad(x, (0, pw, 0, ph), mode=mode)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    y = self.net(x)
-                y = y[:, :, :h, :w].float()
-                prob = torch.sigmoid(y[:, 0]).cpu().numpy()
-                hv = y[:, 1:].cpu().numpy()
+                    with STAGES("segment: normalise"):
+                        batch = [reinhard_normalize(t, self.stain, self.slide_stain) for t in batch]
+                with STAGES("segment: network"):
+                    x = torch.from_numpy(np.stack(batch)).to(self.device)
+                    x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
+                    if ph or pw:
+                        mode = "reflect" if ph < h and pw < w else "replicate"
+                        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                        y = self.net(x)
+                    y = y[:, :, :h, :w].float()
+                    prob = torch.sigmoid(y[:, 0]).cpu().numpy()
+                    hv = y[:, 1:].cpu().numpy()
                 for j, i in enumerate(chunk):
                     out[i] = (prob[j], hv[j])
         return out  # type: ignore[return-value]
@@ -145,14 +148,16 @@ class EmbeddedSegmenter(Segmenter):
     def label(self, tile_maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(instance labels (H, W) int32, per-label probability) of one tile's maps."""
         prob, hv = tile_maps
-        labels = maps_to_instances(prob, hv, self.post)
-        return labels, instance_probs(labels, prob)
+        with STAGES("segment: post-processing"):
+            labels = maps_to_instances(prob, hv, self.post)
+            return labels, instance_probs(labels, prob)
 
     def segment(self, tiles: list[np.ndarray]) -> list[Nuclei]:
         result = []
         for maps in self.predict(tiles):
             labels, probs = self.label(maps)
-            result.append(nuclei_from_labels(labels, probs=probs))
+            with STAGES("segment: contours"):
+                result.append(nuclei_from_labels(labels, probs=probs))
         return result
 
     def describe(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from wsi_ccrl.io.store_lock import StoreLock
 from wsi_ccrl.io.tiles import Tile, TilePlan, plan_tiles, tissue_mask
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.segment.base import Nuclei, Segmenter
+from wsi_ccrl.segment.stages import STAGES
 
 log = get_logger(__name__)
 
@@ -93,9 +94,13 @@ def _segment_open_slide(
     slide: Slide, store_path: Path, cfg: SegmentConfig, seg: Segmenter, lock: StoreLock
 ) -> CellStore:
     t0 = time.perf_counter()
-    tissue = tissue_thumbnail(slide, cfg)  # read once: the plan and the stain statistics
-    plan = make_plan(slide, cfg, seg.mpp, tissue)
-    seg.fit_slide(stain_samples(slide, tissue, plan))
+    STAGES.reset()
+    with STAGES("tissue mask"):
+        tissue = tissue_thumbnail(slide, cfg)  # read once: the plan and the stain statistics
+    with STAGES("tile plan"):
+        plan = make_plan(slide, cfg, seg.mpp, tissue)
+    with STAGES("stain fit"):
+        seg.fit_slide(stain_samples(slide, tissue, plan))
     attrs = {
         "slide": slide.info.attrs(),
         "segmenter": seg.describe(),
@@ -144,10 +149,15 @@ def _segment_open_slide(
 
     with bar:
         for tile, image, mapping, nuclei in _read_ahead(slide, plan, start, cfg.batch_size, seg):
-            writer.add(tile_cells(tile, image, mapping, nuclei, plan, cfg, read_box), tiles=1)
+            with STAGES("cells"):
+                cells = tile_cells(tile, image, mapping, nuclei, plan, cfg, read_box)
+            with STAGES("store"):
+                writer.add(cells, tiles=1)
             bar.update(1)
-    store = writer.finalize()
+    with STAGES("store"):
+        store = writer.finalize()
     seconds = time.perf_counter() - t0
+    log.debug("%s: seconds per stage: %s", name, STAGES.summary())
     new = store.n_cells - n_before
     log.info(
         "%s: %d cells, %d tissue tiles, %.1f s, %.0f cells/s -> %s",
@@ -242,15 +252,18 @@ def _read_ahead(
     m = plan.crop_margin
 
     def read(batch):
-        return [_read_box(slide, plan, t.read) for t in batch]
+        with STAGES("read"):
+            return [_read_box(slide, plan, t.read) for t in batch]
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(read, batches[0]) if batches else None
         for i, batch in enumerate(batches):
-            images = future.result()
+            with STAGES("wait for reads"):
+                images = future.result()
             future = pool.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
             views = [img[m : img.shape[0] - m, m : img.shape[1] - m] for img, _ in images]
-            nuclei = seg.segment(views)
+            with STAGES("segment"):
+                nuclei = seg.segment(views)
             for tile, (img, mapping), nuc in zip(batch, images, nuclei, strict=True):
                 yield tile, img, mapping, nuc
 
@@ -290,7 +303,8 @@ def tile_cells(
     nuc = nuclei.select(owned)
     centroid = nuc.centroid.astype(np.float64) + m
     bbox = nuc.bbox.astype(np.float64) + m
-    crops = _tile_crops(image, bbox, tile, plan, cfg, read_box)
+    with STAGES("cells: crops"):
+        crops = _tile_crops(image, bbox, tile, plan, cfg, read_box)
     ox, oy, sx, sy = mapping
     scale = np.array([sx, sy])
     origin = np.array([ox, oy])

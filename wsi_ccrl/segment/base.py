@@ -126,6 +126,16 @@ class Segmenter(ABC):
             tiles: RGB tiles, each (H, W, 3) uint8, at ``self.mpp``.
         """
 
+    def infer(self, tiles: list[np.ndarray]) -> Any:
+        """The heavy, many-threaded half of ``segment`` (a network's forward pass), so a pipeline
+        can run it while ``resolve`` finishes the batch before. Default: nothing (all in ``resolve``).
+        """
+        return None
+
+    def resolve(self, tiles: list[np.ndarray], inferred: Any) -> list[Nuclei]:
+        """``segment``'s other half: ``infer``'s output of the same tiles to ``Nuclei``."""
+        return self.segment(tiles)
+
     def fit_slide(self, samples: list[np.ndarray]) -> None:
         """Fit per-slide settings (stain statistics) on sample regions of the slide's tissue.
 

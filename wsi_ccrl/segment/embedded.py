@@ -153,8 +153,16 @@ class EmbeddedSegmenter(Segmenter):
             return labels, instance_probs(labels, prob)
 
     def segment(self, tiles: list[np.ndarray]) -> list[Nuclei]:
+        return self.resolve(tiles, self.infer(tiles))
+
+    def infer(self, tiles: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return self.predict(tiles)
+
+    def resolve(
+        self, tiles: list[np.ndarray], inferred: list[tuple[np.ndarray, np.ndarray]]
+    ) -> list[Nuclei]:
         result = []
-        for maps in self.predict(tiles):
+        for maps in inferred:
             labels, probs = self.label(maps)
             with STAGES("segment: contours"):
                 result.append(nuclei_from_labels(labels, probs=probs))

@@ -4,11 +4,12 @@ One file of ~350 lines on purpose: the per-slide stream (read ahead, segment, ow
 shares the slide, its tile plan and the store writer; many slides are ``cohort``'s.
 
 Per slide: open it (resolution checked first), mask the tissue on a thumbnail, plan tiles at the
-segmenter's resolution, then stream them: read a batch (the next batch is read while this one is
-segmented), segment it, keep the nuclei whose centroid lies in a tile's core, map them to level-0
-pixels, cut their crops from the tile in memory (read around the nucleus from the slide when its
-window passes the tile's margin; mirrored past the slide's edge) and append one ``CellBatch`` per
-tile. Nothing grows
+segmenter's resolution, then stream them through three threads: a batch is read ahead, the
+network (``Segmenter.infer``) runs on the next while a worker finishes the one before
+(``Segmenter.resolve``: post-processing; then per tile: keep the nuclei whose centroid lies in its
+core, map them to level-0 pixels, cut their crops from the tile in memory, reading around the
+nucleus from the slide when its window passes the tile's margin, mirrored past the slide's edge,
+and append one ``CellBatch``). Order is the plan's, so the store is the same. Nothing grows
 with the slide: the writer flushes a chunk at a time and records the tiles that are durable, so a
 re-run resumes after the last flushed tile and ends with the same store as an uninterrupted run.
 """
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -147,13 +149,18 @@ def _segment_open_slide(
     def read_box(box: tuple[int, int, int, int]) -> np.ndarray:
         return _read_box(slide, plan, box)[0]
 
-    with bar:
-        for tile, image, mapping, nuclei in _read_ahead(slide, plan, start, cfg.batch_size, seg):
+    def finish(batch: list[Tile], images: list[tuple], views: list, inferred) -> None:
+        with STAGES("resolve"):
+            nuclei = seg.resolve(views, inferred)
+        for tile, (image, mapping), nuc in zip(batch, images, nuclei, strict=True):
             with STAGES("cells"):
-                cells = tile_cells(tile, image, mapping, nuclei, plan, cfg, read_box)
+                cells = tile_cells(tile, image, mapping, nuc, plan, cfg, read_box)
             with STAGES("store"):
                 writer.add(cells, tiles=1)
             bar.update(1)
+
+    with bar:
+        _stream(_read_ahead(slide, plan, start, cfg.batch_size), plan.crop_margin, seg, finish)
     with STAGES("store"):
         store = writer.finalize()
     seconds = time.perf_counter() - t0
@@ -243,29 +250,51 @@ def _read_box(
 
 
 def _read_ahead(
-    slide: Slide, plan: TilePlan, start: int, batch_size: int, seg: Segmenter
-) -> Iterator[tuple[Tile, np.ndarray, tuple, Nuclei]]:
-    """Yield (tile, image, mapping, nuclei) in plan order from tile ``start`` on; the next batch
-    is read while the current one is segmented."""
+    slide: Slide, plan: TilePlan, start: int, batch_size: int
+) -> Iterator[tuple[list[Tile], list[tuple[np.ndarray, tuple]]]]:
+    """Batches of (tiles, [(image, mapping)]) in plan order from tile ``start`` on, each read in a
+    thread while the one before is segmented."""
     tiles = plan.tiles[start:]
-    batches = [tiles[i : i + batch_size] for i in range(0, len(tiles), batch_size)]
-    m = plan.crop_margin
+    batches = [list(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)]
 
     def read(batch):
         with STAGES("read"):
             return [_read_box(slide, plan, t.read) for t in batch]
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-read") as pool:
         future = pool.submit(read, batches[0]) if batches else None
         for i, batch in enumerate(batches):
             with STAGES("wait for reads"):
                 images = future.result()
             future = pool.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
-            views = [img[m : img.shape[0] - m, m : img.shape[1] - m] for img, _ in images]
-            with STAGES("segment"):
-                nuclei = seg.segment(views)
-            for tile, (img, mapping), nuc in zip(batch, images, nuclei, strict=True):
-                yield tile, img, mapping, nuc
+            yield batch, images
+
+
+def _stream(
+    batches: Iterator[tuple[list[Tile], list[tuple[np.ndarray, tuple]]]],
+    margin: int,
+    seg: Segmenter,
+    finish: Callable[[list[Tile], list[tuple], list[np.ndarray], Any], None],
+) -> None:
+    """``seg.infer`` (the network) on each batch here while a worker runs ``finish`` (resolve,
+    cells, store) on the batch before: in plan order, one batch in flight, so memory stays flat
+    and the network never waits on post-processing or writes."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-post") as post:
+        pending = None
+        for batch, images in batches:
+            views = [
+                img[margin : img.shape[0] - margin, margin : img.shape[1] - margin]
+                for img, _ in images
+            ]
+            with STAGES("infer"):
+                inferred = seg.infer(views)
+            if pending is not None:
+                with STAGES("wait for post-processing"):
+                    pending.result()
+            pending = post.submit(finish, batch, images, views, inferred)
+        if pending is not None:
+            with STAGES("wait for post-processing"):
+                pending.result()
 
 
 def tile_cells(

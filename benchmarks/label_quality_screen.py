@@ -40,7 +40,7 @@ from wsi_ccrl.bench.datasets.common import (
     store_matches,
     write_store,
 )
-from wsi_ccrl.bench.metrics import cluster_metrics
+from wsi_ccrl.ccrl.metrics import cluster_metrics
 from wsi_ccrl.config import TrainConfig, build, to_dict
 from wsi_ccrl.io.stain import CONSEP_REFERENCE, reinhard_normalize, slide_statistics
 from wsi_ccrl.io.store import CellStore

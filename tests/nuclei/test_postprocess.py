@@ -60,3 +60,14 @@ def test_instance_probs_are_mean_foreground_probability():
     labels = np.array([[0, 1, 1], [2, 2, 0]], np.int32)
     prob = np.array([[0.1, 0.8, 0.6], [0.9, 0.5, 0.0]], np.float32)
     np.testing.assert_allclose(instance_probs(labels, prob), [0.05, 0.7, 0.7], atol=1e-6)
+
+
+def test_fill_holes_equals_scipy():
+    from scipy import ndimage as ndi
+
+    from wsi_ccrl.nuclei.postprocess import fill_holes
+
+    rng = np.random.default_rng(0)
+    for p in (0.3, 0.5, 0.7, 0.9):
+        mask = ndi.binary_opening(rng.random((120, 97)) < p)
+        assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))

@@ -92,3 +92,16 @@ def test_auto_prefers_given_weights_then_cache_then_embedded(tmp_path, monkeypat
     (cache / "hovernet_fast-pannuke.pth").write_bytes(b"x")
     name, why = resolve_segmenter(SegmentConfig(segmenter="auto"))
     assert name == "hovernet" and "cache" in why
+
+
+def test_centroids_and_areas_equal_scipy_exactly():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(1)
+    labels, _ = ndi.label(rng.random((130, 111)) < 0.45)
+    ids = np.unique(labels)[1:]
+    nuc = nuclei_from_labels(labels)
+    cy, cx = np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, ids)).T
+    area = ndi.sum_labels(np.ones(labels.shape), labels, ids)
+    assert np.array_equal(nuc.centroid, np.stack([cx, cy], 1).astype(np.float32))
+    assert np.array_equal(nuc.area, area.astype(np.float32))

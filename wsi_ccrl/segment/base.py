@@ -57,9 +57,7 @@ def nuclei_from_labels(
     ids = np.array([i + 1 for i, s in enumerate(slices) if s is not None], dtype=np.int64)
     if ids.size == 0:
         return Nuclei.empty()
-    index = ids
-    area = ndi.sum_labels(np.ones_like(labels, dtype=np.float64), labels, index)
-    cy, cx = np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, index)).reshape(-1, 2).T
+    area, cx, cy = _moments(labels, ids)
     bbox = np.array(
         [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in (slices[i - 1] for i in ids)],
         dtype=np.float32,
@@ -100,6 +98,18 @@ def nuclei_from_labels(
         seg_type=seg_type,
         seg_prob=seg_prob,
     )
+
+
+def _moments(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(pixel count, mean x, mean y) of each label in ``ids``, from three bincounts: sums of
+    whole numbers, so exactly ``ndi.center_of_mass``'s values, at a fraction of its cost."""
+    h, w = labels.shape
+    flat = labels.ravel()
+    n = int(ids.max()) + 1
+    count = np.bincount(flat, minlength=n)[ids].astype(np.float64)
+    sum_x = np.bincount(flat, weights=np.tile(np.arange(w, dtype=np.float64), h), minlength=n)
+    sum_y = np.bincount(flat, weights=np.repeat(np.arange(h, dtype=np.float64), w), minlength=n)
+    return count, sum_x[ids] / count, sum_y[ids] / count
 
 
 def _majority_type(labels: np.ndarray, type_map: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -90,3 +90,12 @@ def test_reference_from_images_and_dict_round_trip():
         StainReference.from_dict({"mean": [1, 2, 3], "std": [1, 0, 1]})
     with pytest.raises(ValueError, match="enough tissue"):
         reference_from_images([np.full((32, 32, 3), 250, np.uint8)])
+
+
+def test_colour_table_gives_the_same_bytes():
+    from wsi_ccrl.io.stain import ColourTable
+
+    source = StainReference((50.0, 30.0, -10.0), (15.0, 8.0, 6.0))
+    table = ColourTable(CONSEP_REFERENCE, source)
+    rgb = np.random.default_rng(0).integers(0, 256, (67, 131, 3), dtype=np.uint8)
+    assert np.array_equal(table(rgb), reinhard_normalize(rgb, CONSEP_REFERENCE, source))

@@ -19,6 +19,7 @@ __all__ = [
     "StainReference",
     "lab_stats",
     "reinhard_normalize",
+    "ColourTable",
     "reference_from_images",
     "slide_statistics",
     "rgb_to_lab",
@@ -168,3 +169,29 @@ def reference_from_images(images: np.ndarray | list[np.ndarray]) -> StainReferen
         tuple(round(float(v), 2) for v in mean),  # type: ignore[arg-type]
         tuple(round(float(v), 2) for v in std),  # type: ignore[arg-type]
     )
+
+
+class ColourTable:
+    """``reinhard_normalize(·, reference, source)`` of all 2^24 colours, looked up per pixel.
+
+    With the statistics fixed per slide the normalisation is a function of a pixel's colour alone,
+    so it is computed once per slide (~16 tiles' worth of LAB conversions; 64 MB, a colour per
+    uint32 so one gather does a pixel) instead of per tile: the same bytes at a fifth of the cost.
+    """
+
+    def __init__(self, reference: StainReference, source: StainReference, chunk: int = 1 << 20):
+        table = np.zeros((1 << 24, 4), np.uint8)
+        side = int(np.sqrt(chunk))
+        for start in range(0, 1 << 24, side * side):
+            code = np.arange(start, start + side * side, dtype=np.uint32)
+            rgb = np.stack([code >> 16, (code >> 8) & 255, code & 255], axis=-1).astype(np.uint8)
+            out = reinhard_normalize(rgb.reshape(side, side, 3), reference, source)
+            table[start : start + side * side, :3] = out.reshape(-1, 3)
+        self.table = table.view(np.uint32).ravel()
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, normalised (a view of (H, W, 4) uint8)."""
+        code = rgb[..., 0].astype(np.uint32) << 16
+        code |= rgb[..., 1].astype(np.uint32) << 8
+        code |= rgb[..., 2]
+        return np.take(self.table, code).view(np.uint8).reshape(*rgb.shape[:2], 4)[..., :3]

@@ -15,6 +15,7 @@ SECTIONS = [
     ("The embedded nucleus U-Net: held-out F1 and speed", "nucleus_net.md"),
     ("Training: input pipeline vs model", "train.md"),
     ("Label: embedding, K-means, export", "label.md"),
+    ("AnnData export: peak memory on 1 M cells", "anndata_export.md"),
     ("Overlay geometry: vertices, area and pixels of real nuclei", "overlay_geometry.md"),
     ("What was tried for CCRL's training", "ccrl_ablation.md"),
     ("The paper's protocol (wsi-ccrl benchmark)", "protocol.md"),

@@ -1,12 +1,15 @@
 """Entry point: ``wsi-ccrl [--verbose|--quiet] COMMAND ...``.
 
 Commands are imported lazily so ``wsi-ccrl --help`` never loads torch or TIAToolbox. User errors
-(``WsiCcrlError``) become one ``Error: ...`` line: exit 2 for config/usage errors, 1 otherwise.
+(``WsiCcrlError``, and a full or read-only disk) become one ``Error: ...`` line: exit 2 for
+config/usage errors, 1 otherwise.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 
 import click
 
@@ -14,6 +17,11 @@ from wsi_ccrl import __version__
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import configure_logging
 
+DISK_ERRORS = {
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space",
+    errno.EROFS: "write to another folder",
+}
 COMMANDS = {
     "segment": ("wsi_ccrl_cli.segment", "Segment every nucleus of slides into zarr cell stores."),
     "train": ("wsi_ccrl_cli.train", "Train CCRL on cell stores."),
@@ -51,6 +59,14 @@ class LazyGroup(click.Group):
             raise click.UsageError(str(exc)) from None
         except WsiCcrlError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # a full disk, a quota, a read-only folder: the user's to fix
+            if exc.errno not in DISK_ERRORS:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise click.ClickException(
+                f"{os.strerror(exc.errno)}{where}: nothing was left under a final name; "
+                f"{DISK_ERRORS[exc.errno]} and run again"
+            ) from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -57,9 +57,15 @@ def train(
     )
     from wsi_ccrl.ccrl.distributed import detect
     from wsi_ccrl.ccrl.train import train as run_training
+    from wsi_ccrl.errors import WsiCcrlError
     from wsi_ccrl.io.store import find_stores
+    from wsi_ccrl.io.verify import skipped_summary, usable_stores
 
     stores = find_stores(list(data))
-    model_path = run_training(stores, out_dir, cfg, resume=resume)
+    # every chunk training reads is checked first: a broken store is skipped, not met mid-epoch
+    usable, skipped = usable_stores(stores, ("crops", "gt_class"), labels=False)
+    model_path = run_training(usable, out_dir, cfg, resume=resume)
     if detect().is_main:  # under torchrun, one line for the job, not one per process
         click.echo(f"model: {model_path}")
+    if skipped:  # trained on the rest; the run ends non-zero, naming what it left out
+        raise WsiCcrlError(skipped_summary(skipped, len(stores)))

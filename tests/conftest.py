@@ -292,3 +292,17 @@ def make_brca_folder(root: Path, patches=BRCA_PATCHES, split: str = "val") -> Pa
         names.append(f"{name}.png")
     (root / f"brca_ds_{split}.txt").write_text("\n".join(names) + "\n")
     return root
+
+
+# --------------------------------------------------------------------------- faults
+def corrupt_chunk(store: Path, array: str, chunk: int = 0) -> Path:
+    """Zero 16 bytes in the middle of one stored chunk, as a bad disk sector would."""
+    files = sorted((store / array / "c").glob(f"{chunk}/**/*")) or [
+        store / array / "c" / str(chunk)
+    ]
+    target = next(f for f in files if f.is_file())
+    data = bytearray(target.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 16] = bytes(16) if any(data[mid : mid + 16]) else b"\xff" * 16
+    target.write_bytes(bytes(data))
+    return target

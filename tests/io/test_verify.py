@@ -1,29 +1,15 @@
 """``check_store`` on real stores: every array kind corrupted, broken invariants, older stores."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import zarr
+from conftest import corrupt_chunk
 from zarr.codecs import BloscCodec
 
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io import store as store_module
 from wsi_ccrl.io.store import CellStore
 from wsi_ccrl.io.verify import check_store, skipped_summary, usable_stores
-
-
-def corrupt_chunk(store: Path, array: str, chunk: int = 0) -> Path:
-    """Zero 16 bytes in the middle of one stored chunk, as a bad disk sector would."""
-    files = sorted((store / array / "c").glob(f"{chunk}/**/*")) or [
-        store / array / "c" / str(chunk)
-    ]
-    target = next(f for f in files if f.is_file())
-    data = bytearray(target.read_bytes())
-    mid = len(data) // 2
-    data[mid : mid + 16] = bytes(16) if any(data[mid : mid + 16]) else b"\xff" * 16
-    target.write_bytes(bytes(data))
-    return target
 
 
 def test_a_whole_store_has_no_problems(small_store_factory):

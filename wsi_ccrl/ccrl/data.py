@@ -79,7 +79,7 @@ class CellCrops:
         self.in_memory = self.n_cells <= in_memory_max_cells
         self._crops: np.ndarray | None = None
         if self.in_memory:
-            self._crops = np.concatenate([np.asarray(s["crops"][:]) for s in stores])
+            self._crops = np.concatenate([s.rows("crops") for s in stores])
 
     def __len__(self) -> int:
         return self.n_cells
@@ -141,9 +141,7 @@ class CellCrops:
         step = 0
         for start in range(0, len(chunks), self.buffer_chunks):
             group = chunks[start : start + self.buffer_chunks]
-            rows = [carry] + [
-                np.asarray(self.stores[c.store]["crops"][c.start : c.stop]) for c in group
-            ]
+            rows = [carry] + [self.stores[c.store].rows("crops", c.start, c.stop) for c in group]
             buf = np.concatenate(rows)
             buf = buf[rng.permutation(len(buf))]
             n_full = len(buf) // batch_size
@@ -197,7 +195,7 @@ def load_eval_set(
     parts = [s for s in stores if "gt_class" in s]
     if not parts:
         return None
-    labels = np.concatenate([np.asarray(s["gt_class"][:]) for s in parts])
+    labels = np.concatenate([s.rows("gt_class") for s in parts])
     offsets = np.cumsum([0] + [s.n_cells for s in parts])
     pick = np.arange(len(labels))
     if len(pick) > max_cells:

@@ -144,6 +144,20 @@ class CellStore:
             raise WsiCcrlError(f"{self.path}: no array {name!r}")
         return self.group[name]
 
+    def rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of one array; a chunk that fails to read (its checksum, its codec)
+        is one line naming store, array and chunk, not a codec's traceback mid-run."""
+        arr = self[name]
+        try:
+            return np.asarray(arr[start:stop])
+        except Exception as exc:
+            first, last = start // arr.chunks[0], ((stop or arr.shape[0]) - 1) // arr.chunks[0]
+            where = f"chunk {first}" if first == last else f"chunks {first}-{last}"
+            raise WsiCcrlError(
+                f"{self.path}: {name}: {where}: failed to read ({type(exc).__name__}); "
+                "`wsi-ccrl check` lists every problem"
+            ) from None
+
     def contours(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(offsets re-based to 0, xy) for cells ``start:stop``; one read of each array."""
         stop = self.n_cells if stop is None else stop

@@ -126,7 +126,9 @@ class EmbeddedSegmenter(Segmenter):
                         batch = [self.normalise(t) for t in batch]
                 with STAGES("segment: network"):
                     x = torch.from_numpy(np.stack(batch)).to(self.device)
-                    x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
+                    # (B, 3, H, W) viewing NHWC memory: oneDNN's channels-last path, ~1.5x
+                    # NCHW's speed on a CPU
+                    x = x.permute(0, 3, 1, 2).float().div_(255.0)
                     if ph or pw:
                         mode = "reflect" if ph < h and pw < w else "replicate"
                         x = F.pad(x, (0, pw, 0, ph), mode=mode)

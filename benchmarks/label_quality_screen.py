@@ -32,7 +32,7 @@ import yaml
 from PIL import Image
 
 from wsi_ccrl.bench import protocol as bm
-from wsi_ccrl.bench.baselines import make_baseline
+from wsi_ccrl.bench.baselines import make_baseline, scale_features
 from wsi_ccrl.bench.datasets.common import (
     GroundTruthNuclei,
     GroundTruthTile,
@@ -221,7 +221,7 @@ def main() -> None:
                 cells.select(np.isin(np.arange(n), fit[:4000]))
             )
             x = x.transform(cells)
-        x = bm.scale_features(name, x[fit], x)[1]
+        x = scale_features(name, x[fit], x)[1]
         emit(name, score(x))
         for k in contexts:
             emit(f"{name} + context k{k}", score(with_context(x, k)))

@@ -104,3 +104,39 @@ def test_imagenet_needs_local_weights(cells, tmp_path, monkeypatch):
 def test_unknown_baseline():
     with pytest.raises(WsiCcrlError, match="unknown baseline"):
         baselines.make_baseline("sift_only")
+
+
+def test_a_new_baseline_is_one_class_and_one_decorator(tmp_path):
+    """Registered, it is a valid ``benchmark.models`` entry, scaled by its rule and run by the
+    protocol like the paper's baselines."""
+    from test_protocol import tiny_config, tiny_consep
+
+    from wsi_ccrl.bench import protocol
+
+    @baselines.register_baseline("mean_colour", "Mean colour", scaling="zscore")
+    class MeanColour:
+        def __init__(self, seed: int = 0):
+            self.seed = seed
+
+        def fit(self, train):
+            return self
+
+        def transform(self, cells):
+            return cells.crops.reshape(len(cells), -1, 3).mean(1).astype(np.float32)
+
+    try:
+        assert baselines.make_baseline("mean_colour", seed=5).seed == 5
+        assert "mean_colour" in baselines.baseline_names()
+        names = ["train_10_000", "train_10_001", "train_21_000"]
+        data = tiny_consep(tmp_path / "consep", names)
+        results = protocol.run_benchmark(
+            data, tmp_path / "out", tiny_config(models=["mean_colour"])
+        )
+        assert list(results["models"]) == ["mean_colour"]
+        assert "| Mean colour |" in (tmp_path / "out" / "results.md").read_text()
+        fit, x = baselines.scale_features("mean_colour", np.eye(3) * 4, np.eye(3) * 4)
+        assert np.allclose(fit.std(0), 1.0)
+    finally:
+        baselines.BASELINES.pop("mean_colour")
+    with pytest.raises(Exception, match="benchmark.models: unknown 'mean_colour'"):
+        protocol.load_benchmark_config(None, {"models": ["mean_colour"]})

@@ -19,7 +19,7 @@ def cells(tile10_cells):
 
 
 def test_registered_as_baselines():
-    assert {"dcae", "infogan"} <= set(baselines.BASELINES)
+    assert {"dcae", "infogan"} <= set(baselines.baseline_names())
     dcae = baselines.make_baseline("dcae", seed=3, device="cpu")
     infogan = baselines.make_baseline("infogan", seed=4, device="cpu")
     assert isinstance(dcae, DCAE) and (dcae.name, dcae.seed) == ("dcae", 3)

@@ -12,11 +12,17 @@ read side by side; the polygon maths is in ``contours``.
 - ``imagenet``: torchvision's ImageNet ResNet18, only from weights already in the torch hub cache
   (never downloaded here).
 
-Each baseline is ``fit(train) -> self`` then ``transform(cells) -> (n, d) float32``.
+Each baseline is ``fit(train) -> self`` then ``transform(cells) -> (n, d) float32``. A new one is
+one class with ``@register_baseline(name, scaling)``: the config's ``benchmark.models``, the
+protocol, the end-to-end run and the feature scaling before K-means all read this registry.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +35,58 @@ from wsi_ccrl.log import get_logger
 
 log = get_logger(__name__)
 
-BASELINES = (
-    "shape_colour", "morphological", "manual", "raw_pixels", "imagenet", "dcae", "infogan",
-)  # fmt: skip
+SCALINGS = ("zscore", "l2", "none")  # how a baseline's features go to K-means
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A registered baseline: how to build it, and how its features are scaled for K-means
+    (``zscore``: hand-made features and generative codes, whose scale is arbitrary; ``l2``:
+    network embeddings; ``none``: already comparable, e.g. PCA scores)."""
+
+    build: Callable[..., object]  # (seed, imagenet_size, device) -> an unfitted baseline
+    scaling: str
+    label: str  # its row in the benchmark's tables
+
+
+BASELINES: dict[str, Baseline] = {}
+# registered in modules imported on first use (they pull in torch)
+_MODULES = {"dcae": "wsi_ccrl.bench.generative", "infogan": "wsi_ccrl.bench.generative"}
+
+
+def register_baseline(name: str, label: str, scaling: str = "zscore") -> Callable[[type], type]:
+    """Class decorator: ``@register_baseline("manual", "Manual features (SIFT + LBP)")`` makes ``benchmark.models: [manual]``
+    build it, passing whichever of ``seed``, ``size`` (ImageNet input side) and ``device`` its
+    ``__init__`` takes."""
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+
+    def wrap(cls: type) -> type:
+        takes = inspect.signature(cls).parameters
+
+        def build(seed: int = 0, imagenet_size: int = 224, device: str = "cpu"):
+            offered = {"seed": seed, "size": imagenet_size, "device": device}
+            return cls(**{k: v for k, v in offered.items() if k in takes})
+
+        cls.name = name
+        BASELINES[name] = Baseline(build, scaling, label)
+        return cls
+
+    return wrap
+
+
+def baseline_names() -> tuple[str, ...]:
+    """Every baseline a config may name, the lazily registered ones included."""
+    return tuple(dict.fromkeys([*BASELINES, *_MODULES]))
+
+
+def get_baseline(name: str) -> Baseline:
+    """The registry entry of ``name`` (importing the module that registers it if need be)."""
+    if name not in BASELINES and name in _MODULES:
+        importlib.import_module(_MODULES[name])
+    if name not in BASELINES:
+        raise WsiCcrlError(f"unknown baseline {name!r} (known: {', '.join(baseline_names())})")
+    return BASELINES[name]
 
 
 # --------------------------------------------------------------------------- morphological
@@ -156,10 +211,9 @@ def morphological_features(cells: CellSet) -> np.ndarray:
     return np.nan_to_num(feats).astype(np.float32)
 
 
+@register_baseline("morphological", "Morphological features")
 class Morphological:
     """Shape features need no fitting; they are z-scored later like every hand-made feature."""
-
-    name = "morphological"
 
     def fit(self, train: CellSet) -> Morphological:
         return self
@@ -169,11 +223,10 @@ class Morphological:
 
 
 # --------------------------------------------------------------------------- shape and colour
+@register_baseline("shape_colour", "Shape and colour (7 numbers)")
 class ShapeColour:
     """Seven numbers per cell (``label.descriptors``), z-scored later like every hand-made
     feature: the bar any learnt representation has to clear on a cohort."""
-
-    name = "shape_colour"
 
     def fit(self, train: CellSet) -> ShapeColour:
         return self
@@ -271,10 +324,9 @@ def lbp_histograms(crops: np.ndarray, radii: tuple[int, ...] = (1, 2), chunk: in
     return np.concatenate(feats).astype(np.float32)
 
 
+@register_baseline("manual", "Manual features (SIFT + LBP)")
 class Manual:
     """SIFT bag of visual words (vocabulary fit on the train crops) + LBP histograms."""
-
-    name = "manual"
 
     def __init__(self, words: int = 64, seed: int = 0, vocab_sample: int = 100_000):
         self.words, self.seed, self.vocab_sample = words, seed, vocab_sample
@@ -301,10 +353,9 @@ class Manual:
 
 
 # --------------------------------------------------------------------------- raw pixels
+@register_baseline("raw_pixels", "Raw pixels (PCA)", scaling="none")
 class RawPixels:
     """PCA of the flattened crops (fit on a sample of the train split)."""
-
-    name = "raw_pixels"
 
     def __init__(self, components: int = 50, seed: int = 0, fit_sample: int = 20_000):
         self.components, self.seed, self.fit_sample = components, seed, fit_sample
@@ -347,10 +398,9 @@ def imagenet_missing_message() -> str | None:
     )
 
 
+@register_baseline("imagenet", "ImageNet pre-trained ResNet18", scaling="l2")
 class ImageNet:
     """torchvision ResNet18 with ImageNet weights, pooled 512-d features of upsampled crops."""
-
-    name = "imagenet"
 
     def __init__(self, size: int = 224, batch_size: int = 256, device: str = "cpu"):
         self.size, self.batch_size, self.device = size, batch_size, device
@@ -391,18 +441,19 @@ def make_baseline(
     device: str = "cpu",
 ):
     """A fresh, unfitted baseline by name."""
-    if name == "shape_colour":
-        return ShapeColour()
-    if name == "morphological":
-        return Morphological()
-    if name == "manual":
-        return Manual(seed=seed)
-    if name == "raw_pixels":
-        return RawPixels(seed=seed)
-    if name == "imagenet":
-        return ImageNet(size=imagenet_size, device=device)
-    if name in ("dcae", "infogan"):  # trained from scratch on the train crops
-        from wsi_ccrl.bench.generative import DCAE, InfoGAN
+    return get_baseline(name).build(seed, imagenet_size, device)
 
-        return (DCAE if name == "dcae" else InfoGAN)(seed=seed, device=device)
-    raise WsiCcrlError(f"unknown baseline {name!r} (known: {', '.join(BASELINES)})")
+
+def scale_features(name: str, fit: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``fit`` and ``x`` scaled by the baseline's rule, with statistics of ``fit`` (the cells
+    K-means is fit on); CCRL's embeddings go through ``label.features`` instead (as is)."""
+    scaling = get_baseline(name).scaling if name in baseline_names() else "none"
+    if scaling == "zscore":
+        mean, std = fit.mean(0), fit.std(0)
+        std[std < 1e-8] = 1.0
+        return (fit - mean) / std, (x - mean) / std
+    if scaling == "l2":
+        from wsi_ccrl.label.features import l2_normalize
+
+        return l2_normalize(fit), l2_normalize(x)
+    return fit, x

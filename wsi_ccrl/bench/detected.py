@@ -153,7 +153,7 @@ def run_detected(
         radius_um: largest distance between a detection and the typed point it is matched to.
     """
     from wsi_ccrl.bench import protocol as bm
-    from wsi_ccrl.bench.baselines import imagenet_missing_message, make_baseline
+    from wsi_ccrl.bench.baselines import imagenet_missing_message, make_baseline, scale_features
     from wsi_ccrl.bench.report import machine_info
     from wsi_ccrl.label.cluster import sample_indices
     from wsi_ccrl.label.features import FeatureSpace
@@ -192,7 +192,7 @@ def run_detected(
             x = descriptors
         else:
             x = make_baseline(model, 0, cfg.imagenet_size, device).fit(fit_cells).transform(cells)
-        _, x = bm.scale_features(model, x[fit_rows], x)  # scaled with the fitting cells' statistics
+        _, x = scale_features(model, x[fit_rows], x)  # scaled with the fitting cells' statistics
         record(model, score_clusters(x, fit_rows, scored, y, k, seeds, n_init), time.time() - t0)
 
     # a model is reused only for the same cohort (and config: ``train_ccrl``'s stamp)
@@ -243,7 +243,7 @@ def run_detected(
 
 def format_detected(r: dict[str, Any]) -> str:
     """Markdown: detection counts, then each model's scores on the evaluated and cohort cells."""
-    from wsi_ccrl.bench.report import LABELS, machine_line, percent_pm
+    from wsi_ccrl.bench.report import machine_line, model_label, percent_pm
 
     c, train = r["detection"], r["config"]["train"]
     lines = [
@@ -269,7 +269,7 @@ def format_detected(r: dict[str, Any]) -> str:
         a, b = res["summary"]["evaluated"], res["summary"]["cohort"]
         base, sep, rest = model.partition(", ")
         lines.append(
-            f"| {LABELS.get(base, base)}{sep}{rest} | {percent_pm(a['ami'])} | {percent_pm(a['ari'])} "
+            f"| {model_label(base)}{sep}{rest} | {percent_pm(a['ami'])} | {percent_pm(a['ari'])} "
             f"| {percent_pm(a['purity'])} | {percent_pm(b['ami'])} | {percent_pm(b['ari'])} | {percent_pm(b['purity'])} "
             f"| {r['timings_s'][model]:g} |"
         )

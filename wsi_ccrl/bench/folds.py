@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ccrl.bench.report import LABELS, ranges
+from wsi_ccrl.bench.baselines import baseline_names
+from wsi_ccrl.bench.report import model_label, ranges
 from wsi_ccrl.config import BenchmarkConfig
 from wsi_ccrl.errors import ConfigError
 from wsi_ccrl.runtime import atomic_write_text
 
 METRICS = ("ami", "ari")
-# CCRL's own ablations are not baselines: the lead is over the other rows of Table 2
-NOT_BASELINES = ("ccrl", "ccrl_query_encoder", "ccrl_no_local_global", "ccrl_no_predictor")
 
 
 def tile_folds(tiles: list[int], first: tuple[int, ...], n: int) -> list[tuple[int, ...]]:
@@ -41,7 +40,7 @@ def tile_folds(tiles: list[int], first: tuple[int, ...], n: int) -> list[tuple[i
 def fold_summary(results: dict[str, Any]) -> dict[str, Any]:
     """CCRL's train→val scores (%), and each metric's best baseline with CCRL's lead over it."""
     models = results["models"]
-    baselines = [name for name in models if name not in NOT_BASELINES]
+    baselines = [name for name in models if name in baseline_names()]  # not CCRL's ablations
     if "ccrl" not in models or not baselines:
         raise ConfigError("--folds needs CCRL and at least one baseline in benchmark.models")
     score = {
@@ -75,7 +74,7 @@ def folds_table(folds: list[tuple[str, dict[str, Any]]], margin: float = 5.0) ->
             r = s[m]
             cells += [
                 f"{r['ccrl']:.1f} ± {r['ccrl_std']:.1f}",
-                f"{r['best_score']:.1f} ({LABELS.get(r['best'], r['best'])})",
+                f"{r['best_score']:.1f} ({model_label(r['best'])})",
                 f"{r['lead']:+.1f}",
             ]
         rows.append("| " + " | ".join([*cells, "yes" if ok else "no"]) + " |")

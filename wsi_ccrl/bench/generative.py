@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsi_ccrl.bench.baselines import register_baseline
 from wsi_ccrl.bench.datasets.common import CellSet
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
@@ -195,11 +196,11 @@ class ConvAutoEncoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+@register_baseline("dcae", "Conv. auto-encoder (DCAE)")
 @dataclass
 class DCAE(SeededTraining):
     """Deep convolutional auto-encoder baseline: features are the bottleneck code."""
 
-    name: ClassVar[str] = "dcae"
     batch_size: int = 128
     code: int = 64
     lr: float = 1e-3
@@ -282,11 +283,11 @@ class Discriminator(nn.Module):
         return self.d_head(h).squeeze(1), self.q_head(h)
 
 
+@register_baseline("infogan", "InfoGAN")
 @dataclass
 class InfoGAN(SeededTraining):
     """InfoGAN baseline: features are the discriminator trunk's last hidden layer (see module)."""
 
-    name: ClassVar[str] = "infogan"
     hidden: int = 128
     noise: int = 62
     categories: int = 10

@@ -70,7 +70,19 @@ def load_benchmark_config(
         if train:
             values["train"] = train
     apply_overrides(values, overrides)
-    return build(BenchmarkConfig, values, where="benchmark")
+    cfg = build(BenchmarkConfig, values, where="benchmark")
+    check_models(cfg.models)
+    return cfg
+
+
+def check_models(models: tuple[str, ...]) -> None:
+    """Every model is CCRL (or one of its ablations) or a registered baseline."""
+    from wsi_ccrl.bench.baselines import baseline_names
+
+    known = (*CCRL_VARIANTS, *baseline_names())
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise ConfigError(f"benchmark.models: unknown {unknown[0]!r} (known: {', '.join(known)})")
 
 
 # --------------------------------------------------------------------------- data
@@ -152,20 +164,6 @@ def subsample(n: int, max_cells: int | None, seed: int) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------- evaluation
-def scale_features(model: str, train: np.ndarray, test: np.ndarray):
-    """The fixed per-family scaling (see the module docstring)."""
-    # hand-made features, and the generative models' codes (their scale is arbitrary)
-    if model in ("shape_colour", "morphological", "manual", "dcae", "infogan"):
-        mean, std = train.mean(0), train.std(0)
-        std[std < 1e-8] = 1.0
-        return (train - mean) / std, (test - mean) / std
-    if model == "imagenet":
-        from wsi_ccrl.label.features import l2_normalize
-
-        return l2_normalize(train), l2_normalize(test)
-    return train, test
-
-
 def cluster_scores(
     train_x: np.ndarray,
     test_x: np.ndarray,
@@ -288,7 +286,7 @@ def run_benchmark(
 
     Returns the results dict (what ``results.json`` holds).
     """
-    from wsi_ccrl.bench.baselines import imagenet_missing_message, make_baseline
+    from wsi_ccrl.bench.baselines import imagenet_missing_message, make_baseline, scale_features
     from wsi_ccrl.bench.datasets.common import load_cells
     from wsi_ccrl.io.store import CellStore
     from wsi_ccrl.label.features import FeatureSpace

@@ -8,19 +8,23 @@ import platform
 import time
 from typing import Any
 
-LABELS = {
+CCRL_LABELS = {
     "ccrl": "CCRL",
     "ccrl_no_local_global": "CCRL w/o local–global",
     "ccrl_query_encoder": "CCRL w/o ensembling (query encoder)",
     "ccrl_no_predictor": "CCRL w/o prediction head",
-    "shape_colour": "Shape and colour (7 numbers)",
-    "morphological": "Morphological features",
-    "manual": "Manual features (SIFT + LBP)",
-    "raw_pixels": "Raw pixels (PCA)",
-    "imagenet": "ImageNet pre-trained ResNet18",
-    "dcae": "Conv. auto-encoder (DCAE)",
-    "infogan": "InfoGAN",
 }
+
+
+def model_label(name: str) -> str:
+    """A model's row name: CCRL's rows, or the label a baseline registered with."""
+    from wsi_ccrl.bench.baselines import baseline_names, get_baseline
+
+    if name in CCRL_LABELS:
+        return CCRL_LABELS[name]
+    return get_baseline(name).label if name in baseline_names() else name
+
+
 # ../shared/CCRL.md, Tables 2 (CoNSeP) and 3 (NuCLS): AMI, ARI, Purity in %, None where the paper
 # has no number (the ablations are reported on NuCLS only)
 _PAPER_ROWS = {
@@ -119,14 +123,16 @@ def format_table(results: dict[str, Any]) -> str:
         p = paper.get(model)
         ptxt = " | ".join(f"{v:g}" for v in p) if p else "– | – | –"
         lines.append(
-            f"| {LABELS[model]} | {percent_pm(a['ami'])} | {percent_pm(a['ari'])} | {percent_pm(a['purity'])} "
+            f"| {model_label(model)} | {percent_pm(a['ami'])} | {percent_pm(a['ari'])} | {percent_pm(a['purity'])} "
             f"| {percent_pm(b['ami'])} | {percent_pm(b['ari'])} | {percent_pm(b['purity'])} | {ptxt} "
             f"| {results['timings_s'][model]:g} |"
         )
     for model in results["skipped"]:  # still a row of Table 2: the paper's numbers beside it
         p = paper.get(model)
         ptxt = " | ".join(f"{v:g}" for v in p) if p else "– | – | –"
-        lines.append(f"| {LABELS[model]} (not run, see below) | – | – | – | – | – | – | {ptxt} | |")
+        lines.append(
+            f"| {model_label(model)} (not run, see below) | – | – | – | – | – | – | {ptxt} | |"
+        )
     for why in results["skipped"].values():
         lines.append(f"\n{why}")
     lines += ["", f"{machine_line(results['machine'])}; total {results['total_seconds']:g} s.", ""]

@@ -19,6 +19,7 @@ SECTIONS = [
     ("Overlay geometry: vertices, area and pixels of real nuclei", "overlay_geometry.md"),
     ("What was tried for CCRL's training", "ccrl_ablation.md"),
     ("The paper's protocol (wsi-ccrl benchmark)", "protocol.md"),
+    ("Reliability: faults and bad inputs", "reliability.md"),
     ("GPU", "gpu.md"),
     ("The demo on the bundled slide", "demo.md"),
 ]

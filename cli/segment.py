@@ -21,9 +21,9 @@ from wsi_ccrl_cli.options import batch_size_option, command_config, config_optio
 @config_option()
 @click.option(
     "--segmenter",
-    type=click.Choice(["auto", "hovernet", "watershed", "embedded"]),
     default=None,
-    help="auto: HoVer-Net if its weights are at hand, else embedded, else watershed.",
+    help="auto (default): HoVer-Net if its weights are at hand, else embedded, else watershed; "
+    "or any registered segmenter (hovernet, embedded, watershed, ...).",
 )
 @click.option("--model", default=None, help="TIAToolbox model name, e.g. hovernet_fast-pannuke.")
 @click.option(

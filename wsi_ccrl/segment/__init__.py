@@ -29,6 +29,7 @@ __all__ = [
     "nuclei_from_labels",
     "register",
     "resolve_segmenter",
+    "segmenter_names",
 ]
 
 log = get_logger(__name__)
@@ -44,7 +45,9 @@ _MODULES = {
 
 
 def register(name: str) -> Callable:
-    """Class/factory decorator: ``@register("watershed")`` makes it buildable by name."""
+    """Class/factory decorator: ``@register("watershed")`` makes it buildable by name
+    (``segment.segmenter`` / ``--segmenter``). A segmenter outside this package registers when
+    its module is imported; one here is also named in ``_MODULES``, so it loads only when used."""
 
     def wrap(factory: Callable[[SegmentConfig], Segmenter]):
         SEGMENTERS[name] = factory
@@ -67,6 +70,11 @@ def _load(name: str) -> bool:
             raise
         return False
     return name in SEGMENTERS
+
+
+def segmenter_names() -> tuple[str, ...]:
+    """Every name ``segment.segmenter`` accepts: ``auto`` and the registered segmenters."""
+    return ("auto", *dict.fromkeys([*_MODULES, *SEGMENTERS]))
 
 
 def tiatoolbox_home() -> Path:
@@ -108,8 +116,8 @@ def build_segmenter(cfg: SegmentConfig) -> Segmenter:
     if cfg.segmenter == "auto":
         log.info("segmenter: %s (auto: %s)", name, reason)
     if not _load(name):
-        known = sorted(set(_MODULES) | set(SEGMENTERS))
-        raise ConfigError(f"unknown segmenter {name!r} (known: auto, {', '.join(known)})")
+        known = ", ".join(segmenter_names())
+        raise ConfigError(f"segment.segmenter: unknown {name!r} (known: {known})")
     return SEGMENTERS[name](cfg)
 
 

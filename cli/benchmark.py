@@ -21,7 +21,7 @@ def profile_config(dataset: str, profile: str) -> Path:
 
 
 @click.command()
-@click.argument("dataset", type=click.Choice(["consep", "nucls", "brca-m2c"]))
+@click.argument("dataset")
 @click.option(
     "--data-dir",
     required=True,
@@ -101,9 +101,13 @@ def benchmark(
     evaluate: str | None,
     folds: int | None,
 ) -> None:
-    """Cluster the cells of DATASET with CCRL and baselines; AMI / ARI / Purity vs the paper."""
+    """Cluster the cells of DATASET (consep, nucls, brca-m2c or another registered data set) with
+    CCRL and baselines; AMI / ARI / Purity vs the paper."""
+    from wsi_ccrl.bench.datasets import get_dataset
     from wsi_ccrl.bench.protocol import check_data, load_benchmark_config, run_benchmark
     from wsi_ccrl.errors import ConfigError
+
+    data = get_dataset(dataset)  # one line listing the registered ones when unknown
 
     if config_path is not None and profile is not None:
         raise ConfigError("give --config or --profile, not both (a config file is a profile)")
@@ -120,7 +124,7 @@ def benchmark(
     )
     if cfg.dataset != dataset:
         raise ConfigError(f"{path} is a {cfg.dataset} config, not {dataset}")
-    cells = cells or ("detected" if dataset == "brca-m2c" else "ground-truth")
+    cells = cells or data.cells
     out = out_dir or Path(
         f"benchmark-{dataset}-{profile_name}" + ("-detected" * (cells == "detected"))
     )
@@ -130,14 +134,11 @@ def benchmark(
         if folds:
             raise ConfigError("--folds goes with --cells ground-truth (the paper's protocol)")
 
-        default = ("train", "val") if dataset == "brca-m2c" else ("train", "test")
-        splits = tuple(cohort.split(",")) if cohort else default
-        scored = tuple(evaluate.split(",")) if evaluate else default[-1:]
+        splits = tuple(cohort.split(",")) if cohort else data.cohort
+        scored = tuple(evaluate.split(",")) if evaluate else data.cohort[-1:]
         overrides = {"class_scheme": class_scheme, "split": split, "device": device}
         results = run_detected_benchmark(dataset, data_dir, out, path, splits, scored, overrides)
     else:
-        if dataset == "brca-m2c":
-            raise ConfigError("brca-m2c has typed dots, no nucleus outlines: use --cells detected")
         if cohort or evaluate:
             raise ConfigError("--cohort and --evaluate go with --cells detected")
         if folds:

@@ -93,3 +93,41 @@ def test_scores_count_only_the_scored_rows():
     runs = score_clusters(x, np.arange(0, 150, 2), scored, y, 3, (0, 1), 2)
     assert [r["ami"] for r in runs["all"]] == pytest.approx([1.0, 1.0])
     assert [r["purity"] for r in runs["first"]] == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.slow
+def test_a_new_dataset_is_one_class_and_one_decorator(tmp_path):
+    """A data set registered in a test (BRCA-M2C's layout read under another name) is a valid
+    ``benchmark DATASET`` and runs end to end; an unknown name is one line listing the known."""
+    from wsi_ccrl.bench.datasets import DATASETS, BenchmarkDataset, register_dataset
+    from wsi_ccrl.bench.datasets.brca_m2c import CLASSES, read_split
+
+    @register_dataset("dots-twin")
+    class DotsTwin(BenchmarkDataset):
+        classes = CLASSES
+        cells = "detected"
+        cohort = ("val",)
+
+        def typed_images(self, data_dir, cfg, splits):
+            return [im for s in splits for im in read_split(data_dir, s)]
+
+    try:
+        data = make_brca_folder(tmp_path / "data")
+        config = tmp_path / "twin.yaml"
+        config.write_text(
+            TINY.replace("models: [ccrl, shape_colour, morphological]", "models: [shape_colour]")
+            + "  dataset: dots-twin\n"
+        )
+        out = tmp_path / "out"
+        args = ["benchmark", "dots-twin", "--data-dir", str(data), "--config", str(config)]
+        result = CliRunner().invoke(cli, [*args, "--out", str(out), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        r = json.loads((out / "results.json").read_text())
+        assert r["detection"]["images"] == 4 and set(r["models"]) == {"shape_colour"}
+    finally:
+        DATASETS.pop("dots-twin")
+    result = CliRunner().invoke(cli, ["benchmark", "dots-twin", "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0
+    assert (
+        "benchmark.dataset: unknown 'dots-twin' (known: consep, nucls, brca-m2c)" in result.output
+    )

@@ -280,11 +280,9 @@ def format_detected(r: dict[str, Any]) -> str:
 
 def describe_evaluated(dataset: str, evaluated: tuple[str, ...], cfg: BenchmarkConfig) -> str:
     """Which images are scored, in words: a validation split or a test split."""
-    from wsi_ccrl.bench.report import ranges
+    from wsi_ccrl.bench.datasets import get_dataset
 
-    if dataset == "consep" and cfg.split == "tiles" and evaluated == ("test",):
-        return f"validation: tiles {ranges(list(cfg.test_tiles))} of Train, held out by tile"
-    return f"{dataset} {', '.join(evaluated)} split"
+    return get_dataset(dataset).describe(cfg, evaluated)
 
 
 def _segmenter_name(stores: list[Path]) -> str:
@@ -298,21 +296,10 @@ def dataset_images(
     dataset: str, data_dir: str | Path, cfg: BenchmarkConfig, cohort: tuple[str, ...]
 ) -> tuple[list[TypedImage], tuple[str, ...]]:
     """The typed images of the cohort's splits, and the data set's class names."""
-    from wsi_ccrl.bench.datasets import brca_m2c, consep
-    from wsi_ccrl.bench.protocol import check_data
+    from wsi_ccrl.bench.datasets import get_dataset
 
-    if dataset == "brca-m2c":
-        images = [im for split in cohort for im in brca_m2c.read_split(data_dir, split)]
-        return images, brca_m2c.CLASSES
-    if dataset == "consep":
-        files = check_data(data_dir, cfg)
-        images = [
-            im
-            for split in cohort
-            for im in consep.typed_images(files[split], cfg.class_scheme, split)
-        ]
-        return images, consep.CLASSES
-    raise ConfigError(f"end-to-end scoring needs typed points: consep or brca-m2c, not {dataset!r}")
+    data = get_dataset(dataset)
+    return data.typed_images(data_dir, cfg, cohort), data.classes
 
 
 def run_detected_benchmark(

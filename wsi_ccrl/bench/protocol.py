@@ -71,6 +71,9 @@ def load_benchmark_config(
             values["train"] = train
     apply_overrides(values, overrides)
     cfg = build(BenchmarkConfig, values, where="benchmark")
+    from wsi_ccrl.bench.datasets import get_dataset
+
+    get_dataset(cfg.dataset)  # a registered data set, or one line naming them
     check_models(cfg.models)
     return cfg
 
@@ -87,18 +90,19 @@ def check_models(models: tuple[str, ...]) -> None:
 
 # --------------------------------------------------------------------------- data
 def dataset_classes(cfg: BenchmarkConfig) -> tuple[str, ...]:
-    from wsi_ccrl.bench.datasets import consep, nucls
+    from wsi_ccrl.bench.datasets import get_dataset
 
-    return consep.CLASSES if cfg.dataset == "consep" else nucls.CLASSES
+    return get_dataset(cfg.dataset).classes
 
 
 def resolve_split(data_dir: str | Path, cfg: BenchmarkConfig) -> BenchmarkConfig:
-    """``split: auto`` made concrete: official when the data has Train/ and Test/, else tiles."""
-    from wsi_ccrl.bench.datasets import consep
+    """``split: auto`` made concrete (CoNSeP: official when the data has Train/ and Test/, else
+    tiles)."""
+    from wsi_ccrl.bench.datasets import get_dataset
 
     if cfg.split != "auto":
         return cfg
-    split = consep.resolve_split(data_dir, "auto") if cfg.dataset == "consep" else "official"
+    split = get_dataset(cfg.dataset).resolve_split(data_dir, "auto")
     return dataclasses.replace(cfg, split=split)
 
 
@@ -111,40 +115,30 @@ def evaluated_split(cfg: BenchmarkConfig) -> str:
 
 def check_data(data_dir: str | Path, cfg: BenchmarkConfig) -> dict[str, list]:
     """The files of each split; a clear error (how to obtain the data) when they are absent."""
-    from wsi_ccrl.bench.datasets import consep, nucls
+    from wsi_ccrl.bench.datasets import get_dataset
 
-    cfg = resolve_split(data_dir, cfg)
-    if cfg.dataset == "consep":
-        consep.class_map(cfg.class_scheme)
-        return consep.split_images(data_dir, cfg.split, cfg.train_tiles, cfg.test_tiles)
-    return nucls.split_tiles(data_dir, cfg.split)
+    return get_dataset(cfg.dataset).ground_truth_files(data_dir, resolve_split(data_dir, cfg))
 
 
 def prepare_stores(
     data_dir: str | Path, out_dir: str | Path, cfg: BenchmarkConfig, files: dict[str, list]
 ) -> dict[str, Path]:
     """Cell stores of the train and test splits under ``OUT/stores`` (reused when unchanged)."""
-    from wsi_ccrl.bench.datasets import consep, nucls
+    from wsi_ccrl.bench.datasets import get_dataset
     from wsi_ccrl.bench.datasets.common import store_matches, write_store
 
+    dataset = get_dataset(cfg.dataset)
     paths = {}
     for split, items in files.items():
         path = Path(out_dir) / "stores" / f"{cfg.dataset}-{split}.zarr"
-        if cfg.dataset == "consep":
-            names = [p.name for p in items]
-            tiles = consep.iter_tiles(items, cfg.class_scheme)
-            mpp, scheme = consep.MPP, cfg.class_scheme
-        else:
-            names = [p.name for p, _ in items]
-            tiles = nucls.iter_tiles(items)
-            mpp, scheme = nucls.MPP, "nucls-5"
+        names, tiles, mpp, scheme = dataset.ground_truth_tiles(items, cfg)
         attrs = {
             "dataset": cfg.dataset,
             "data_dir": str(Path(data_dir).resolve()),
             "split": split,
             "split_rule": cfg.split,
             "class_scheme": scheme,
-            "classes": list(dataset_classes(cfg)),
+            "classes": list(dataset.classes),
             "files": names,
             "mpp": mpp,
             "min_window": cfg.min_window,

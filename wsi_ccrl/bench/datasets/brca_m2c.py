@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_ccrl.bench.datasets import BenchmarkDataset, register_dataset
 from wsi_ccrl.bench.datasets.common import TypedImage
 from wsi_ccrl.errors import WsiCcrlError
 
@@ -69,3 +70,15 @@ def read_split(data_dir: str | Path, split: str) -> list[TypedImage]:
     if not out:
         raise WsiCcrlError(f"{listing} lists no images")
     return out
+
+
+@register_dataset("brca-m2c")
+class BrcaM2C(BenchmarkDataset):
+    """Typed dots only: scored end to end on the detections, its val split by default."""
+
+    classes = CLASSES
+    cells = "detected"
+    cohort = ("train", "val")
+
+    def typed_images(self, data_dir, cfg, splits):
+        return [im for split in splits for im in read_split(data_dir, split)]

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_ccrl.bench.datasets import BenchmarkDataset, register_dataset
 from wsi_ccrl.bench.datasets.common import GroundTruthTile, nuclei_from_instance_map
+from wsi_ccrl.bench.report import ranges
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 
 CLASSES = ("miscellaneous", "inflammatory", "epithelial", "spindle-shaped")
@@ -194,3 +196,31 @@ def typed_images(images: list[Path], scheme: str, split: str) -> list:
             )
         )
     return out
+
+
+@register_dataset("consep")
+class CoNSeP(BenchmarkDataset):
+    """Outlines and types (the paper's protocol); the centroids typed (end to end); Train split
+    by source tile when there is no Test/ folder."""
+
+    classes = CLASSES
+
+    def resolve_split(self, data_dir, split):
+        return resolve_split(data_dir, split)
+
+    def ground_truth_files(self, data_dir, cfg):
+        class_map(cfg.class_scheme)
+        split = self.resolve_split(data_dir, cfg.split)
+        return split_images(data_dir, split, cfg.train_tiles, cfg.test_tiles)
+
+    def ground_truth_tiles(self, files, cfg):
+        return [p.name for p in files], iter_tiles(files, cfg.class_scheme), MPP, cfg.class_scheme
+
+    def typed_images(self, data_dir, cfg, splits):
+        files = self.ground_truth_files(data_dir, cfg)
+        return [im for s in splits for im in typed_images(files[s], cfg.class_scheme, s)]
+
+    def describe(self, cfg, splits):
+        if cfg.split == "tiles" and splits == ("test",):
+            return f"validation: tiles {ranges(list(cfg.test_tiles))} of Train, held out by tile"
+        return super().describe(cfg, splits)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_ccrl.bench.datasets import BenchmarkDataset, register_dataset
 from wsi_ccrl.bench.datasets.common import GroundTruthNuclei, GroundTruthTile
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.io.contours import polygon_area_centroid
@@ -165,3 +166,16 @@ def read_tile(image_path: Path, csv_path: Path) -> GroundTruthTile:
 def iter_tiles(pairs: list[tuple[Path, Path]]) -> Iterator[GroundTruthTile]:
     for image_path, csv_path in pairs:
         yield read_tile(image_path, csv_path)
+
+
+@register_dataset("nucls")
+class NuCLS(BenchmarkDataset):
+    """Outlines and types of the official train / test split (the paper's protocol)."""
+
+    classes = CLASSES
+
+    def ground_truth_files(self, data_dir, cfg):
+        return split_tiles(data_dir, self.resolve_split(data_dir, cfg.split))
+
+    def ground_truth_tiles(self, files, cfg):
+        return [p.name for p, _ in files], iter_tiles(files), MPP, "nucls-5"

@@ -147,3 +147,14 @@ def test_min_steps_gives_a_small_cohort_more_epochs():
     assert cfg.epochs_for(486) == 2  # a large cohort: its epochs already pass min_steps
     assert cfg.epochs_for(64) == 8  # 8 x 64 >= 500
     assert TrainConfig(epochs=2).epochs_for(1) == 2
+
+
+@pytest.mark.parametrize("section", ["segment", "label"])
+def test_engine_is_one_of_the_engines(tmp_path, section):
+    path = tmp_path / "engine.yaml"
+    path.write_text(f"{section}:\n  engine: tensorrt\n")
+    message = rf"{section}.engine: 'tensorrt' is not one of auto, torch, onnxruntime, openvino"
+    with pytest.raises(ConfigError, match=message):
+        load_section(section, path)
+    path.write_text(f"{section}:\n  engine: openvino\n")
+    assert load_section(section, path).engine == "openvino"

@@ -51,3 +51,14 @@ def test_embed_store_on_gpu_matches_cpu_in_bf16(small_store_factory, backbone):
     embed_store(store, backbone, batch_size=16, device="cuda")
     gpu = store["embedding"][:].astype(np.float32)
     assert np.corrcoef(cpu.ravel(), gpu.ravel())[0, 1] > 0.99  # bf16 autocast
+
+
+def test_embed_store_on_a_cpu_engine_matches_torch(small_store_factory, backbone):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    path = small_store_factory("e", patches=("train_10_000",), max_cells=12, chunk_cells=8)
+    got = {}
+    for engine in ("torch", "onnxruntime"):
+        store = CellStore.open(path, "r+")
+        got[engine] = embed_store(store, backbone, 5, "cpu", engine=engine)[:].astype(np.float32)
+    np.testing.assert_allclose(got["onnxruntime"], got["torch"], rtol=2e-3, atol=2e-3)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from wsi_ccrl.config import LabelConfig
+from wsi_ccrl.engine import Runner
 
 
 @torch.no_grad()
@@ -19,6 +20,7 @@ def embed_crops(
     crops: np.ndarray,
     batch_size: int = LabelConfig.batch_size,
     device: str | torch.device = "cpu",
+    runner: Runner | None = None,
 ) -> np.ndarray:
     """Features of every crop.
 
@@ -27,6 +29,8 @@ def embed_crops(
         crops: (N, S, S, 3) uint8 (a NumPy or zarr array; read one batch at a time).
         batch_size: crops per forward pass.
         device: where the backbone runs.
+        runner: the backbone loaded in a CPU engine (``wsi_ccrl.engine.cpu_runner``), which then
+            runs in its place.
 
     Returns:
         (N, D) float32.
@@ -38,6 +42,9 @@ def embed_crops(
         batch = torch.from_numpy(np.asarray(crops[start : start + batch_size]))
         batch = batch.to(device, non_blocking=device.type == "cuda")
         x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        if runner is not None:
+            out.append(runner(x.numpy()))
+            continue
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             feats = backbone(x)
         out.append(feats.float().cpu().numpy())

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from wsi_ccrl.ccrl.embed import embed_crops
 from wsi_ccrl.config import LabelConfig
+from wsi_ccrl.engine import cpu_runner
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
 from wsi_ccrl.runtime import resolve_device
@@ -41,6 +42,7 @@ def embed_store(
     batch_size: int = LabelConfig.batch_size,
     device: str | torch.device = LabelConfig.device,
     column: str = "embedding",
+    engine: str = LabelConfig.engine,
 ):
     """Embed every crop of ``store`` (a writable CellStore) into its ``column`` (float16, N × D).
 
@@ -49,6 +51,7 @@ def embed_store(
         backbone: maps (B, 3, S, S) float in [0, 1] to (B, D).
         batch_size: crops per forward pass (per step of all GPUs together).
         device: ``auto``, ``cpu``, ``cuda`` or a torch device.
+        engine: the CPU inference engine (``wsi_ccrl.engine``); torch on CUDA.
 
     Returns:
         The written zarr array.
@@ -59,6 +62,8 @@ def embed_store(
     dim = int(getattr(module, "feature_dim", 512))
     out = store.create_column(column, np.float16, (dim,))
     crops = store["crops"]
+    side = int(crops.shape[1])
+    runner = cpu_runner(module, torch.zeros(1, 3, side, side), engine, device, "ccrl_encoder")
     # read whole store chunks (aligned writes), at least one batch's worth
     rows = store.chunk_cells * max(1, -(-batch_size // store.chunk_cells))
     ranges = list(store.iter_ranges(rows))
@@ -74,7 +79,7 @@ def embed_store(
             batch = pending.result()
             if i + 1 < len(ranges):
                 pending = reader.submit(_read, crops, *ranges[i + 1])
-            feats = embed_crops(model, batch, batch_size, device)
+            feats = embed_crops(model, batch, batch_size, device, runner)
             if not np.isfinite(feats).all():
                 raise WsiCcrlError(
                     f"{store.path}: the model gives NaN/inf features (cells {start}+)"

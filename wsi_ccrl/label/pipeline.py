@@ -154,7 +154,7 @@ def label_stores(
             log.info(
                 "embedding %s (%d cells, %s encoder)", store.path.name, store.n_cells, cfg.encoder
             )
-            embed_store(staged[store.path], backbone, cfg.batch_size, device)
+            embed_store(staged[store.path], backbone, cfg.batch_size, device, engine=cfg.engine)
             staged[store.path].seal("embedding")
             embedded[store.path] = True
         if km.space_.needs_descriptors:

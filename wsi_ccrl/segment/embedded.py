@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from wsi_ccrl.config import SegmentConfig
+from wsi_ccrl.engine import Runner, cpu_runner
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.io.stain import (
     CONSEP_REFERENCE,
@@ -74,6 +75,8 @@ class EmbeddedSegmenter(Segmenter):
         stain_normalize: Reinhard-normalise tiles to the training data's LAB statistics (the
             weights file's ``stain_reference``; CoNSeP's for files that record none), from the
             slide's statistics once ``fit_slide`` has seen it, else from each tile's own.
+        engine: the CPU inference engine (``wsi_ccrl.engine``): auto | torch | onnxruntime |
+            openvino; torch on CUDA.
     """
 
     name = "embedded"
@@ -85,11 +88,14 @@ class EmbeddedSegmenter(Segmenter):
         postprocess: PostprocessConfig | None = None,
         max_pixels: int = 1 << 22,
         stain_normalize: bool = True,
+        engine: str = SegmentConfig.engine,
     ) -> None:
         self.weights = Path(weights) if weights else DEFAULT_WEIGHTS
         net, self.config = load_nucleus_net(self.weights)
         self.device = resolve_device(device)
         self.net = net.to(self.device)
+        example = torch.zeros(1, 3, 2 * net.stride, 2 * net.stride)
+        self.engine: Runner | None = cpu_runner(net, example, engine, self.device, "nucleus_unet")
         self.mpp = float(self.config.get("mpp", 0.25))
         self.post = postprocess or PostprocessConfig(**self.config.get("postprocess", {}))
         self.max_pixels = int(max_pixels)
@@ -132,8 +138,11 @@ class EmbeddedSegmenter(Segmenter):
                     if ph or pw:
                         mode = "reflect" if ph < h and pw < w else "replicate"
                         x = F.pad(x, (0, pw, 0, ph), mode=mode)
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                        y = self.net(x)
+                    if self.engine is not None:  # ONNX Runtime / OpenVINO on a CPU
+                        y = torch.from_numpy(self.engine(x.numpy()))
+                    else:
+                        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                            y = self.net(x)
                     y = y[:, :, :h, :w].float()
                     prob = torch.sigmoid(y[:, 0]).cpu().numpy()
                     hv = y[:, 1:].cpu().numpy()
@@ -206,7 +215,7 @@ class EmbeddedSegmenter(Segmenter):
 def _build(cfg: SegmentConfig) -> EmbeddedSegmenter:
     # with segmenter "auto", --weights means HoVer-Net's; only an explicit choice uses them here
     weights = cfg.weights if cfg.segmenter == "embedded" else None
-    seg = EmbeddedSegmenter(weights=weights, device=cfg.device)
+    seg = EmbeddedSegmenter(weights=weights, device=cfg.device, engine=cfg.engine)
     if abs(cfg.target_mpp - seg.mpp) > 1e-6:
         log.warning(
             "embedded segmenter works at %.3f µm/px (its training resolution), not target_mpp %.3f",

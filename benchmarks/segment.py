@@ -92,7 +92,9 @@ def lattice_segmenter(spacing: int = 24, side: int = 10):
     return Lattice()
 
 
-def run_case(case: str, slide: str, out: str, tile_size: int, device: str = "cpu") -> dict:
+def run_case(
+    case: str, slide: str, out: str, tile_size: int, device: str = "cpu", engine: str = "auto"
+) -> dict:
     from wsi_ccrl.config import load_section
     from wsi_ccrl.log import configure_logging
     from wsi_ccrl.segment.pipeline import segment_slide
@@ -109,7 +111,13 @@ def run_case(case: str, slide: str, out: str, tile_size: int, device: str = "cpu
     cfg = load_section(
         "segment",
         None,
-        {"segmenter": name, "device": device, "tile_size": tile_size, "overwrite": True},
+        {
+            "segmenter": name,
+            "device": device,
+            "tile_size": tile_size,
+            "overwrite": True,
+            "engine": engine,
+        },
     )
     seg = lattice_segmenter() if case == "crops+store" else None
     ref = None
@@ -206,13 +214,15 @@ def print_profile(slide_name: str, r: dict, args) -> None:
     """The per-stage table and the ratios of one ``profile`` run."""
     mm2, wall = max(r["tissue_mm2"], 1e-9), r["seconds"]
     px_per_mm2 = (1000 / r["target_mpp"]) ** 2
-    threads = {"read": "read-ahead", "read ahead": "read-ahead"}
+    threads = {"read": "read-ahead"}
     worker = ("resolve", "cells", "store", "segment: post-processing", "segment: contours")
+    if "resolve" not in r["stages"]:  # a pipeline without the post-processing worker
+        worker = ()
     print(f"\n#### Where `segment` spends its time ({slide_name}, {r['tiles']} tiles)\n")
     print("| stage | thread | calls | s | % of wall | s/mm² |")
     print("|---|---|---:|---:|---:|---:|")
     for stage, (s, calls) in r["stages"].items():
-        thread = threads.get(stage, "worker" if stage.startswith(worker) else "main")
+        thread = threads.get(stage, "worker" if worker and stage.startswith(worker) else "main")
         print(
             f"| {stage} | {thread} | {calls} | {s:.1f} | {100 * s / wall:.0f} % | {s / mm2:.2f} |"
         )
@@ -302,12 +312,14 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/wsi-ccrl-bench"))
     p.add_argument("--tile-size", type=int, default=1024)
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (the embedded model's)")
+    p.add_argument("--engine", default="auto", help="the embedded U-Net's CPU engine")
     p.add_argument("--cases", default="embedded,watershed,crops+store")
     p.add_argument("--slides", default="sample,large")
     p.add_argument("--child", nargs=3, metavar=("CASE", "SLIDE", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(run_case(*args.child, tile_size=args.tile_size, device=args.device)))
+        r = run_case(*args.child, tile_size=args.tile_size, device=args.device, engine=args.engine)
+        print(json.dumps(r))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     slides = {}
@@ -330,7 +342,7 @@ def main() -> None:
         for case in args.cases.split(","):
             out = args.workdir / f"{slide_name}-{case.replace('+', '-')}"
             cmd = [sys.executable, __file__, "--tile-size", str(args.tile_size)]
-            cmd += ["--device", args.device]
+            cmd += ["--device", args.device, "--engine", args.engine]
             cmd += ["--child", case, str(slide), str(out)]
             res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode:
@@ -357,7 +369,10 @@ def main() -> None:
             f"| {r['cells']} | {r['seconds']:.1f} | {r['seconds'] / max(r['tissue_mm2'], 1e-9):.1f} "
             f"| {r['cells'] / max(r['seconds'], 1e-9):.0f} | {r['peak_rss_mb']:.0f} |"
         )
-    print(f"\ntile {args.tile_size} px at 0.25 µm/px; one process, 2 torch threads or fewer.")
+    print(
+        f"\ntile {args.tile_size} px at 0.25 µm/px, engine {args.engine}; one process, 2 torch "
+        "threads or fewer."
+    )
 
 
 if __name__ == "__main__":

@@ -167,11 +167,11 @@ def run_phase(phase: str, store: str, args: argparse.Namespace) -> dict:
         _, files, *tol = phase.split(":")
         names = {"geojson": "x.geojson", "gz": "x.geojson.gz", "csv": "x.csv"}
         paths = {k: out / names[k] for k in files.split("+")}
+        files = {("geojson" if k == "gz" else k): p for k, p in paths.items()}
         counts = export_store(
             s,
             cluster_styles(8),
-            geojson=paths.get("geojson") or paths.get("gz"),
-            csv=paths.get("csv"),
+            files,
             compress="gz" in paths,
             simplify=float(tol[0]) if tol else 0.5,
         )
@@ -200,13 +200,12 @@ def export_profile(store, out: Path) -> dict[str, float]:
         GeoJsonFormat,
         outline_pitch,
         read_chunks,
-        type_names,
     )
     from wsi_ccrl.label.overlay import MAX_AREA_CHANGE, cell_shapes
     from wsi_ccrl.label.overlay_kernels import simplest_rings
     from wsi_ccrl.label.palette import cluster_styles
 
-    fmt = GeoJsonFormat(cluster_styles(8), store.mpp, type_names(store))
+    fmt = GeoJsonFormat(cluster_styles(8), store)
     pitch, shift = outline_pitch(store.attrs), legacy_shift(store.attrs)
     stages = dict.fromkeys(
         ["read (zarr)", "outlines", "  of which the compiled ring pass", "format (GeoJSON text)",

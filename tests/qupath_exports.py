@@ -84,9 +84,11 @@ def write_synthetic_exports(out: Path) -> tuple[list[Path], dict[str, int]]:
     out.mkdir(parents=True, exist_ok=True)
     store = synthetic_store(out / "synthetic.zarr")
     files = [out / "synthetic.geojson", out / "synthetic.geojson.gz", out / "exact.geojson"]
-    counts = export_store(store, cluster_styles(3), files[0])
-    export_store(store, cluster_styles(3), files[1], compress=True)
-    export_store(store, cluster_styles(3), files[2], simplify=0)  # corners joined: MultiPolygons
+    counts = export_store(store, cluster_styles(3), {"geojson": files[0]})
+    export_store(store, cluster_styles(3), {"geojson": files[1]}, compress=True)
+    export_store(
+        store, cluster_styles(3), {"geojson": files[2]}, simplify=0
+    )  # corners joined: MultiPolygons
     return files, counts
 
 

@@ -116,7 +116,7 @@ def test_exported_polygons_are_the_nuclei_and_the_tables_join(tmp_path, slide_mp
     store = pipeline_store(tmp_path / "slide.zarr", slide_mpp)
     styles = cluster_styles(K)
     gj, table = tmp_path / "slide.geojson", tmp_path / "slide.csv"
-    counts = export_store(store, styles, gj, table, chunk_cells=50)
+    counts = export_store(store, styles, {"geojson": gj, "csv": table}, chunk_cells=50)
     summary = check_qupath_geojson(gj)  # QuPath's reader rules
     n = store.n_cells
     assert counts["cells"] == summary["features"] == n
@@ -160,7 +160,7 @@ def test_a_store_from_before_the_pixel_edge_frame(small_store_factory, tmp_path,
     logger = logging.getLogger("wsi_ccrl")
     logger.addHandler(caplog.handler)
     try:
-        export_store(store, cluster_styles(K), tmp_path / "old.geojson")
+        export_store(store, cluster_styles(K), {"geojson": tmp_path / "old.geojson"})
     finally:
         logger.removeHandler(caplog.handler)
     assert "segment it again" in caplog.text
@@ -185,9 +185,21 @@ def test_a_store_from_before_the_pixel_edge_frame(small_store_factory, tmp_path,
 def test_reruns_chunks_and_gzip_give_the_same_bytes(tmp_path):
     store = pipeline_store(tmp_path / "slide.zarr", 0.5)
     styles = cluster_styles(K)
-    a = export_store(store, styles, tmp_path / "a.geojson", tmp_path / "a.csv", chunk_cells=64)
-    b = export_store(store, styles, tmp_path / "b.geojson", tmp_path / "b.csv", chunk_cells=13)
-    c = export_store(store, styles, tmp_path / "c.geojson.gz", compress=True, chunk_cells=40)
+    a = export_store(
+        store,
+        styles,
+        {"geojson": tmp_path / "a.geojson", "csv": tmp_path / "a.csv"},
+        chunk_cells=64,
+    )
+    b = export_store(
+        store,
+        styles,
+        {"geojson": tmp_path / "b.geojson", "csv": tmp_path / "b.csv"},
+        chunk_cells=13,
+    )
+    c = export_store(
+        store, styles, {"geojson": tmp_path / "c.geojson.gz"}, compress=True, chunk_cells=40
+    )
     assert a == b and a["bytes"] == c["bytes"] > 0
     data = (tmp_path / "a.geojson").read_bytes()
     assert (tmp_path / "b.geojson").read_bytes() == data
@@ -200,7 +212,7 @@ def test_reruns_chunks_and_gzip_give_the_same_bytes(tmp_path):
         "b.geojson",
         "c.geojson.gz",
     ]  # fmt: skip  (no temporary file left)
-    exact = export_store(store, styles, tmp_path / "x.geojson", simplify=0)
+    exact = export_store(store, styles, {"geojson": tmp_path / "x.geojson"}, simplify=0)
     assert exact["vertices"] > 1.8 * a["vertices"]  # the default tolerance roughly halves them
 
 
@@ -231,7 +243,9 @@ def test_area_in_pixels_without_mpp_and_no_types(tmp_path):
     store = CellStore.open(writer.finalize().path, mode="r+")
     store.write_column("cluster", np.zeros(2, np.int16))
     store.write_column("cluster_distance", np.zeros(2, np.float32))
-    export_store(store, cluster_styles(2), tmp_path / "x.geojson", tmp_path / "x.csv")
+    export_store(
+        store, cluster_styles(2), {"geojson": tmp_path / "x.geojson", "csv": tmp_path / "x.csv"}
+    )
     props = _load(tmp_path / "x.geojson")["features"][0]["properties"]
     assert props["measurements"]["Nucleus: Area px^2"] == 12 and "name" not in props
     header = (tmp_path / "x.csv").read_text().splitlines()[0].split(",")
@@ -242,7 +256,9 @@ def test_failed_export_leaves_nothing(tmp_path):
     path = build_label_store(tmp_path / "nocluster.zarr", patches=PATCHES[:1], max_cells=5)
     store = CellStore.open(path, mode="r+")
     with pytest.raises(WsiCcrlError, match="no 'cluster' column: run label first"):
-        export_store(store, cluster_styles(2), tmp_path / "x.geojson", tmp_path / "x.csv")
+        export_store(
+            store, cluster_styles(2), {"geojson": tmp_path / "x.geojson", "csv": tmp_path / "x.csv"}
+        )
     assert list(tmp_path.glob("x.*")) == []
 
 

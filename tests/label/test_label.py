@@ -192,7 +192,7 @@ def test_an_empty_store_in_a_cohort_is_skipped_with_a_warning(
     [
         ({"k": 1}, "k must be in 2..32767"),
         ({"encoder": "key"}, "encoder must be momentum or query"),
-        ({"export": "geojson,pdf"}, "unknown export format 'pdf'"),
+        ({"export": "geojson,../x"}, "export formats by name"),
         ({"device": "tpu"}, "label.device: .tpu. is not auto, cpu, cuda or cuda:N"),
         ({"kmeans_backend": "cuml"}, "kmeans_backend"),
         ({"fit_sample": 0}, "fit_sample must be positive"),
@@ -222,3 +222,39 @@ def test_geojson_is_gzipped_by_default_above_the_threshold(
     assert summary.slides[0].vertices > 8 * 4
     label_stores(random_model_file, [store], out, dataclasses.replace(cfg, compress=False))
     assert (out / "big.geojson").is_file() and not (out / "big.geojson.gz").exists()
+
+
+def test_a_new_export_format_is_one_class_and_one_decorator(
+    small_store_factory, random_model_file, tmp_path
+):
+    """A per-slide format registered in a test is written by ``label`` in the same pass as the
+    GeoJSON; an unknown one is refused before any work, listing the registered ones."""
+    from wsi_ccrl.label.export import EXPORT_FORMATS, SlideFormat, register_export
+
+    @register_export("centroids")
+    class Centroids(SlideFormat):
+        suffix = ".centroids.txt"
+
+        def header(self):
+            return b"x y cluster\n"
+
+        def chunk(self, c, first):
+            rows = np.column_stack([c.shapes.centroid, c.cluster])
+            return "".join(f"{x:.1f} {y:.1f} {int(k)}\n" for x, y, k in rows).encode()
+
+    store = small_store_factory("slide")
+    try:
+        cfg = dataclasses.replace(CFG, k=2, export=("geojson", "centroids"))
+        summary = label_stores(random_model_file, [store], tmp_path / "out", cfg)
+        lines = (tmp_path / "out" / "slide.centroids.txt").read_text().splitlines()
+        assert lines[0] == "x y cluster" and len(lines) == 1 + summary.n_cells
+        clusters = CellStore.open(store)["cluster"][:]
+        assert [int(line.split()[2]) for line in lines[1:]] == clusters.tolist()
+        assert (tmp_path / "out" / "slide.geojson").is_file()
+    finally:
+        EXPORT_FORMATS.pop("centroids")
+    with pytest.raises(
+        ConfigError, match=r"unknown export format 'centroids' \(valid: geojson, csv, anndata\)"
+    ):
+        label_stores(random_model_file, [store], tmp_path / "again", cfg)
+    assert not (tmp_path / "again").exists()

@@ -1,7 +1,10 @@
-"""Per-slide exports, written in one streamed pass: GeoJSON that QuPath imports, and a CSV.
+"""Exports by name, and the per-slide ones written in one streamed pass: GeoJSON that QuPath
+imports, and a CSV.
 
-One file of ~430 lines on purpose: one streamed pass writes both formats from the same chunks of
-rows.
+A format is one class with ``@register_export(name)``: a ``SlideFormat`` renders chunks of a
+store's rows as bytes (header, chunks, footer), so every per-slide format shares one pass; a
+``RunFormat`` writes one file of every cell of the run (``label.h5ad``). ``label.export`` and
+``--export`` accept exactly the registered names.
 
 The GeoJSON follows QuPath's reader (qupath-core ``PathObjectTypeAdapters``, ``GsonTools``,
 ``ROITypeAdapters``; 0.4.4, 0.5.1, 0.6.0): a FeatureCollection of Features with a UUID ``id``
@@ -27,11 +30,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import json
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ccrl.config import LabelConfig
+from wsi_ccrl.errors import ConfigError
 from wsi_ccrl.io import labelset
 from wsi_ccrl.io.contours import legacy_shift
 from wsi_ccrl.label.overlay import CellShapes, cell_shapes
@@ -49,12 +54,77 @@ from wsi_ccrl.runtime import atomic_write
 
 log = get_logger(__name__)
 
-EXPORT_FORMATS = ("geojson", "csv")
 EXPORT_CHUNK_CELLS = 4096  # cells shaped and formatted at once: arrays stay in cache
 EXPORT_READ_CELLS = 32768  # cells read from the store at once
 GZIP_ABOVE_CELLS = 100_000  # default: .geojson.gz above this (about 60 MB of GeoJSON)
 AREA_DECIMALS, DISTANCE_DECIMALS, PROB_DECIMALS = 2, 4, 4
 EXPORT_THREADS = 2  # chunks shaped and formatted at once (shapely and NumPy release the GIL)
+
+
+# --------------------------------------------------------------------------- the registry
+class SlideFormat:
+    """One file per slide, streamed: ``header``, ``chunk`` for each chunk of rows in order,
+    ``footer``; built once per store."""
+
+    suffix = ""
+    compressible = False  # written as SUFFIX.gz when the run compresses
+
+    def __init__(self, styles: ClusterStyles, store: Any):
+        self.styles, self.mpp, self.types = styles, store.mpp, type_names(store)
+
+    def header(self) -> bytes:
+        return b""
+
+    def chunk(self, c: Chunk, first: bool) -> bytes:
+        raise NotImplementedError
+
+    def footer(self) -> bytes:
+        return b""
+
+
+class RunFormat:
+    """One file of every cell of a label run (all its stores)."""
+
+    def write(self, stores: list, stems: list[str], styles: ClusterStyles, path: Path) -> Path:
+        raise NotImplementedError
+
+    @staticmethod
+    def file_name(suffix: str) -> str:
+        raise NotImplementedError
+
+
+EXPORT_FORMATS: dict[str, type] = {}
+_MODULES = {"anndata": "wsi_ccrl.label.h5ad"}  # registered where they live, imported on use
+
+
+def register_export(name: str):
+    """Class decorator: ``@register_export("csv")`` makes ``--export csv`` write it."""
+
+    def wrap(cls: type) -> type:
+        cls.name = name
+        EXPORT_FORMATS[name] = cls
+        return cls
+
+    return wrap
+
+
+def export_names() -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*EXPORT_FORMATS, *_MODULES]))
+
+
+def export_format(name: str) -> type:
+    """The class of format ``name``; one line listing the valid ones when unknown."""
+    if name not in EXPORT_FORMATS and name in _MODULES:
+        importlib.import_module(_MODULES[name])
+    if name not in EXPORT_FORMATS:
+        valid = ", ".join(export_names())
+        raise ConfigError(f"label: unknown export format {name!r} (valid: {valid})")
+    return EXPORT_FORMATS[name]
+
+
+def check_exports(names: tuple[str, ...]) -> None:
+    for name in names:
+        export_format(name)
 
 
 # --------------------------------------------------------------------------- ids
@@ -170,11 +240,17 @@ def outline_pitch(attrs: dict[str, Any]) -> float:
 
 
 # --------------------------------------------------------------------------- formatting
-class GeoJsonFormat:
+@register_export("geojson")
+class GeoJsonFormat(SlideFormat):
     """Features of a store's chunks as bytes; classification and names rendered once."""
 
-    def __init__(self, styles: ClusterStyles, mpp: float | None, types: dict[int, str]):
-        area, distance, prob = (json.dumps(m) for m in measurement_names(mpp))
+    suffix = ".geojson"
+    compressible = True
+
+    def __init__(self, styles: ClusterStyles, store: Any):
+        super().__init__(styles, store)
+        types = self.types
+        area, distance, prob = (json.dumps(m) for m in measurement_names(self.mpp))
         self.classes = [
             ',"classification":{"name":'
             + json.dumps(name)
@@ -185,7 +261,6 @@ class GeoJsonFormat:
         ]
         self.distance_key = f",{distance}:"
         self.prob_key = f",{prob}:"
-        self.types = types
         codes = sorted(types)
         self.type_codes = np.array(codes, np.int64)
         self.type_table = [f',"name":{json.dumps(types[c])}' for c in codes] + [""]
@@ -218,6 +293,12 @@ class GeoJsonFormat:
         rows.number(c.seg_prob, PROB_DECIMALS, self.prob_key, present=np.isfinite(c.seg_prob))
         rows.literal("}}}")
         return rows.to_bytes()
+
+    def header(self) -> bytes:
+        return b'{"type":"FeatureCollection","features":['
+
+    def footer(self) -> bytes:
+        return b"\n]}\n"
 
 
 def _table_index(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -258,16 +339,24 @@ def _bracket_counts(s: CellShapes, multi: np.ndarray):
     return opens, closes, comma, per_cell
 
 
-class CsvFormat:
+@register_export("csv")
+class CsvFormat(SlideFormat):
     """CSV rows of a store's chunks as bytes."""
 
-    def __init__(self, styles: ClusterStyles, types: dict[int, str]):
+    suffix = ".csv"
+
+    def __init__(self, styles: ClusterStyles, store: Any):
+        super().__init__(styles, store)
+        types = self.types
         self.names = [_csv_field(n) for n in styles.names]
         codes = sorted(types)
         self.type_codes = np.array(codes, np.int64)
         self.type_table = [_csv_field(types[c]) for c in codes] + [""]
 
-    def chunk(self, c: Chunk) -> bytes:
+    def header(self) -> bytes:
+        return csv_header(self.mpp).encode()
+
+    def chunk(self, c: Chunk, first: bool = False) -> bytes:
         s = c.shapes
         n = s.n_cells
         rows = Rows(n)
@@ -317,30 +406,29 @@ def default_compress(n_cells: int) -> bool:
 def export_store(
     store,
     styles: ClusterStyles,
-    geojson: str | Path | None = None,
-    csv: str | Path | None = None,
+    files: dict[str, str | Path],
     compress: bool = False,
     simplify: float = LabelConfig.simplify,
     chunk_cells: int = EXPORT_CHUNK_CELLS,
 ) -> dict[str, int]:
-    """Stream every cell of a labelled ``store`` to a GeoJSON and/or a CSV file, in one pass.
+    """Stream every cell of a labelled ``store`` to per-slide files, all in one pass.
 
     Args:
         store: a ``CellStore`` with ``cluster`` and ``cluster_distance``.
         styles: cluster names and colours.
-        geojson, csv: output paths (None: not written).
-        compress: gzip the GeoJSON (QuPath >= 0.4 imports ``.geojson.gz``).
+        files: format name (``geojson``, ``csv``, any ``SlideFormat``) -> output path.
+        compress: gzip the compressible ones (QuPath >= 0.4 imports ``.geojson.gz``).
         simplify: outline simplification tolerance, outline pixels (``wsi_ccrl.label.overlay``).
 
     Returns:
-        counts: ``cells``, ``repaired`` outlines, ``vertices`` written, ``bytes`` of GeoJSON
-        before compression.
+        counts: ``cells``, ``repaired`` outlines, ``vertices`` written, ``bytes`` of the first
+        format's text before compression.
     """
     labelset.require_current(store)  # one line for a store not labelled, or its labels stale
     key = str(store.attrs.get("slide", {}).get("path") or store.path.name)
-    types = type_names(store)
-    gj = GeoJsonFormat(styles, store.mpp, types) if geojson is not None else None
-    cv = CsvFormat(styles, types) if csv is not None else None
+    formats = [export_format(name)(styles, store) for name in files]
+    if not all(isinstance(f, SlideFormat) for f in formats):
+        raise ConfigError(f"export_store writes per-slide formats, not {list(files)}")
     shift = legacy_shift(store.attrs)
     if shift:
         log.warning(
@@ -351,37 +439,26 @@ def export_store(
         )
     pitch = outline_pitch(store.attrs)
 
-    def render(chunk: Chunk) -> tuple[Chunk, bytes, bytes]:
+    def render(chunk: Chunk) -> tuple[Chunk, list[bytes]]:
         chunk.shapes = cell_shapes(chunk.offsets, chunk.xy, chunk.bbox, simplify, pitch, shift)
-        first = chunk.start == 0
-        return (
-            chunk,
-            gj.chunk(chunk, first=first) if gj is not None else b"",
-            cv.chunk(chunk) if cv is not None else b"",
-        )
+        return chunk, [f.chunk(chunk, first=chunk.start == 0) for f in formats]
 
     counts = {"cells": 0, "repaired": 0, "vertices": 0, "bytes": 0}
     workers = max(1, min(EXPORT_THREADS, os.cpu_count() or 1))
-    with (
-        _outputs(geojson, csv, compress) as (write_gj, write_csv),
-        ThreadPoolExecutor(workers) as pool,
-    ):
-        if write_gj:
-            write_gj(b'{"type":"FeatureCollection","features":[')
-        if write_csv:
-            write_csv(csv_header(store.mpp).encode())
+    packs = [compress and f.compressible for f in formats]
+    with _outputs(list(files.values()), packs) as writers, ThreadPoolExecutor(workers) as pool:
+        for write, f in zip(writers, formats, strict=True):
+            write(f.header())
         jobs: deque = deque()
 
         def done() -> None:
-            chunk, gj_bytes, csv_bytes = jobs.popleft().result()
+            chunk, texts = jobs.popleft().result()
             counts["cells"] += chunk.shapes.n_cells
             counts["repaired"] += chunk.shapes.repaired
             counts["vertices"] += chunk.shapes.vertices()
-            counts["bytes"] += len(gj_bytes)
-            if write_gj:
-                write_gj(gj_bytes)
-            if write_csv:
-                write_csv(csv_bytes)
+            counts["bytes"] += len(texts[0]) if texts else 0
+            for write, text in zip(writers, texts, strict=True):
+                write(text)
 
         for start, stop in store.iter_ranges(EXPORT_READ_CELLS):  # read here, shape and format
             for chunk in read_chunks(store, start, stop, key, chunk_cells):  # there
@@ -390,39 +467,34 @@ def export_store(
                     done()
         while jobs:
             done()
-        if write_gj:
-            write_gj(b"\n]}\n")
+        for write, f in zip(writers, formats, strict=True):
+            write(f.footer())
     if counts["repaired"]:
         log.info("%s: %d invalid outlines repaired", store.path.name, counts["repaired"])
     return counts
 
 
 @contextmanager
-def _outputs(geojson, csv, compress: bool):
-    """Writers for the two files, each fed by its own background thread (in order)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
+def _outputs(paths: list, packs: list[bool]):
+    """A writer per file, fed by one background thread (in order, bounded)."""
+    with ThreadPoolExecutor(max_workers=1) as pool, ExitStack() as files:
         pending: list = []
 
         def writer(stream):
             def write(data: bytes) -> None:
-                pending.append(pool.submit(stream.write, data))
+                if data:
+                    pending.append(pool.submit(stream.write, data))
                 while len(pending) > 4:  # bounded: memory stays flat
                     pending.pop(0).result()
 
             return write
 
-        with _maybe(geojson, compress) as gj, _maybe(csv, False) as cv:
-            try:
-                yield (writer(gj) if gj else None), (writer(cv) if cv else None)
-            finally:
-                for f in pending:
-                    f.result()
-
-
-@contextmanager
-def _maybe(path, compress: bool):
-    if path is None:
-        yield None
-        return
-    with atomic_binary(Path(path), compress) as stream:
-        yield stream
+        streams = [
+            files.enter_context(atomic_binary(Path(p), z))
+            for p, z in zip(paths, packs, strict=True)
+        ]
+        try:
+            yield [writer(s) for s in streams]
+        finally:
+            for f in pending:
+                f.result()

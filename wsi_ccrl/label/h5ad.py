@@ -23,7 +23,7 @@ import numpy as np
 
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.contours import legacy_shift
-from wsi_ccrl.label.export import cell_uuids, type_names
+from wsi_ccrl.label.export import RunFormat, cell_uuids, register_export, type_names
 from wsi_ccrl.label.palette import ClusterStyles
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.runtime import atomic_write
@@ -32,6 +32,18 @@ log = get_logger(__name__)
 
 EMBEDDING_KEY = "X_ccrl"
 FILL_ROWS = 65_536  # store rows read and written at once: 128 MiB of float32 512-d embeddings
+
+
+@register_export("anndata")
+class AnnDataFormat(RunFormat):
+    """``--export anndata``: one ``cells.h5ad`` of the run, for scanpy."""
+
+    def write(self, stores: list, stems: list[str], styles: ClusterStyles, path: Path) -> Path:
+        return write_h5ad(stores, stems, styles, path)
+
+    @staticmethod
+    def file_name(suffix: str) -> str:
+        return f"cells{suffix}.h5ad"
 
 
 def check_labelled(stores: list) -> None:

@@ -32,9 +32,14 @@ from wsi_ccrl.label.cluster import (
     sample_indices,
 )
 from wsi_ccrl.label.embed import embed_store
-from wsi_ccrl.label.export import default_compress, export_store
+from wsi_ccrl.label.export import (
+    SlideFormat,
+    check_exports,
+    default_compress,
+    export_format,
+    export_store,
+)
 from wsi_ccrl.label.features import N_DESCRIPTORS
-from wsi_ccrl.label.h5ad import write_h5ad
 from wsi_ccrl.label.palette import ClusterStyles, cluster_styles
 from wsi_ccrl.label.report import write_report
 from wsi_ccrl.label.visualize import draw_gallery, draw_overview
@@ -74,7 +79,7 @@ class LabelSummary:
     kmeans: Path | None
     seconds: float
     styles: ClusterStyles
-    h5ad: Path | None = None  # --export anndata: every cell of the run
+    run_files: dict[str, Path] = field(default_factory=dict)  # per-run exports, by format
     report: Path | None = None  # report.html
     skipped: list[list[Problem]] = field(default_factory=list)  # stores that failed to read
     n_stores: int = 0  # stores given (of the shard), skipped ones included
@@ -82,6 +87,11 @@ class LabelSummary:
     @property
     def n_cells(self) -> int:
         return sum(s.n_cells for s in self.slides)
+
+    @property
+    def h5ad(self) -> Path | None:
+        """``--export anndata``: the .h5ad of every cell of the run."""
+        return self.run_files.get("anndata")
 
 
 def store_stem(path: Path) -> str:
@@ -117,6 +127,7 @@ def label_stores(
 
     t0 = time.perf_counter()
     cfg.validate()
+    check_exports(cfg.export)  # the registered formats, before any work
     if shard is not None and kmeans_path is None:
         raise WsiCcrlError(
             "--shard labels a share of a cohort with saved centroids: fit them first "
@@ -213,9 +224,12 @@ def label_stores(
         )
         config_path = out_dir / RESOLVED_CONFIG
         dump_yaml("label", cfg, config_path)
-        h5ad = None
-        if "anndata" in cfg.export:  # one file of every cell of the run, for scanpy
-            h5ad = write_h5ad(opened, stems, styles, out_dir / f"cells{suffix}.h5ad")
+        run_files = {}
+        for name in cfg.export:  # one file of every cell of the run (AnnData, ...)
+            fmt = export_format(name)
+            if not issubclass(fmt, SlideFormat):
+                path = out_dir / fmt.file_name(suffix)
+                run_files[name] = fmt().write(opened, stems, styles, path)
         report = write_report(
             out_dir / f"report{suffix}.html",
             results,
@@ -223,7 +237,7 @@ def label_stores(
             gallery,
             opened,
             all_clusters,
-            [f for f in (h5ad, config_path) if f is not None],
+            [*run_files.values(), config_path],
             cfg.seed,
         )
         log.debug("resolved config: %s", to_dict(cfg))
@@ -237,7 +251,7 @@ def label_stores(
             kmeans=Path(save_kmeans) if save_kmeans is not None else None,
             seconds=time.perf_counter() - t0,
             styles=styles,
-            h5ad=h5ad,
+            run_files=run_files,
             report=report,
             skipped=skipped,
             n_stores=len(paths),
@@ -333,19 +347,19 @@ def _export_slide(
     """The per-slide files: GeoJSON (gzipped when asked, or by default above
     ``GZIP_ABOVE_CELLS`` cells), CSV, overview PNG; GeoJSON and CSV in one pass."""
     stem = result.stem
-    geojson = csv = None
-    if "geojson" in cfg.export:
-        compress = default_compress(store.n_cells) if cfg.compress is None else cfg.compress
-        geojson = out_dir / (f"{stem}.geojson.gz" if compress else f"{stem}.geojson")
-        stale = out_dir / (f"{stem}.geojson" if compress else f"{stem}.geojson.gz")
-        stale.unlink(missing_ok=True)  # never two overlays of one slide side by side
-        result.files.append(geojson)
-    if "csv" in cfg.export:
-        result.files.append(csv := out_dir / f"{stem}.csv")
-    if geojson or csv:
-        counts = export_store(
-            store, styles, geojson, csv, compress=bool(geojson and compress), simplify=cfg.simplify
-        )
+    compress = default_compress(store.n_cells) if cfg.compress is None else cfg.compress
+    files = {}
+    for name in cfg.export:
+        fmt = export_format(name)
+        if not issubclass(fmt, SlideFormat):
+            continue  # written once for the run
+        files[name] = out_dir / f"{stem}{fmt.suffix}{'.gz' * (compress and fmt.compressible)}"
+        if fmt.compressible:  # never two overlays of one slide side by side
+            other = out_dir / f"{stem}{fmt.suffix}{'' if compress else '.gz'}"
+            other.unlink(missing_ok=True)
+        result.files.append(files[name])
+    if files:
+        counts = export_store(store, styles, files, compress=compress, simplify=cfg.simplify)
         result.repaired, result.vertices = counts["repaired"], counts["vertices"]
     result.files.append(overview := out_dir / f"{stem}.overview.png")
     draw_overview(store, clusters, styles, overview, cfg.overview_max_side)

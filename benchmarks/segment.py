@@ -268,6 +268,55 @@ def tissue_mm2(path: str, tissue_mpp: float) -> float:
         return float(tissue_mask(thumb).sum()) * px_um * px_um / 1e6
 
 
+def profile_ratios(r: dict) -> dict[str, float]:
+    """The pipeline against the segmenter alone, wall and CPU, from one ``profile`` run."""
+    mm2 = max(r["tissue_mm2"], 1e-9)
+    per_mm2 = (1000 / r["target_mpp"]) ** 2 / 256**2  # 256² patches per mm² of tissue
+    patch_wall, patch_cpu = r["reference_patch_s"] * per_mm2, r["reference_patch_cpu"] * per_mm2
+    return {
+        "`segment` / segmenter alone on the same tiles, wall": r["seconds"]
+        / r["reference_tiles_s"],
+        "`segment` / segmenter alone on the same tiles, CPU": r["cpu_seconds"]
+        / r["reference_tiles_cpu"],
+        "`segment` / segmenter alone on 256² patches, per mm² of tissue, wall": r["seconds"]
+        / mm2
+        / patch_wall,
+        "`segment` / segmenter alone on 256² patches, per mm² of tissue, CPU": r["cpu_seconds"]
+        / mm2
+        / patch_cpu,
+        "segmenter alone: the tiles / 256² patches, per mm² of tissue, wall": r["reference_tiles_s"]
+        / mm2
+        / patch_wall,
+        "pixels the segmenter sees per tissue pixel": r["seg_px"] / (mm2 * per_mm2 * 256**2),
+    }
+
+
+def compare_profiles(runs: dict[str, dict]) -> None:
+    """Stages (s/mm² of tissue) and ratios of several saved ``profile`` runs, one column each."""
+    names = list(runs)
+    stages = list(dict.fromkeys(k for r in runs.values() for k in r["stages"]))
+    print("| stage (s per mm² of tissue) | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for stage in stages:
+        cells = []
+        for r in runs.values():
+            s = r["stages"].get(stage)
+            cells.append(f"{s[0] / r['tissue_mm2']:.2f}" if s else "-")
+        print(f"| {stage} | " + " | ".join(cells) + " |")
+    rows = [
+        ("**wall**", lambda r: f"**{r['seconds'] / r['tissue_mm2']:.2f}**"),
+        ("CPU, all threads", lambda r: f"{r['cpu_seconds'] / r['tissue_mm2']:.2f}"),
+        ("cells", lambda r: str(r["cells"])),
+        ("peak RSS (MB)", lambda r: f"{r['peak_rss_mb']:.0f}"),
+    ]
+    for label, cell in rows:
+        print(f"| {label} | " + " | ".join(cell(r) for r in runs.values()) + " |")
+    print("|  |" + " |" * len(names))
+    for i, label in enumerate(profile_ratios(next(iter(runs.values())))):
+        values = [list(profile_ratios(r).values())[i] for r in runs.values()]
+        print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+
+
 # --------------------------------------------------------------------------- parent side
 def make_large_slide(path: Path, size: int, block: int = 1024) -> Path:
     """Tile real H&E blocks of the sample (flipped/rotated for variety) into a ``size``² pyramid."""
@@ -316,7 +365,21 @@ def main() -> None:
     p.add_argument("--cases", default="embedded,watershed,crops+store")
     p.add_argument("--slides", default="sample,large")
     p.add_argument("--child", nargs=3, metavar=("CASE", "SLIDE", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="NAME=JSON",
+        help="print the stages and ratios of saved profile runs side by side (<workdir>/<slide>-"
+        "profile.json of each run) and exit",
+    )
     args = p.parse_args()
+    if args.compare:
+        runs = {}
+        for item in args.compare:
+            name, path = item.split("=", 1)
+            runs[name] = json.loads(Path(path).read_text())
+        compare_profiles(runs)
+        return
     if args.child:
         r = run_case(*args.child, tile_size=args.tile_size, device=args.device, engine=args.engine)
         print(json.dumps(r))
@@ -353,6 +416,7 @@ def main() -> None:
             print(f"{slide_name} {case}: {r}", file=sys.stderr)
             if case == "profile":
                 print_profile(slide_name, r, args)
+                (out.parent / f"{out.name}.json").write_text(json.dumps(r))
     print(f"### Segmentation throughput and memory ({machine()})\n")
     print(
         "| slide | size (px) | case | tissue tiles | tissue mm² | cells | s | s/mm² | cells/s "

@@ -42,6 +42,7 @@ from wsi_ccrl.bench.datasets.common import (
 )
 from wsi_ccrl.ccrl.metrics import cluster_metrics
 from wsi_ccrl.config import TrainConfig, build, to_dict
+from wsi_ccrl.io.crops import CropSpec
 from wsi_ccrl.io.stain import CONSEP_REFERENCE, reinhard_normalize, slide_statistics
 from wsi_ccrl.io.store import CellStore
 from wsi_ccrl.label.features import FeatureSpace
@@ -110,7 +111,8 @@ def cohort_store(det: list[dict], path: Path, window: str, colour: str) -> Path:
     """One store of every detection, crops cut by the variant's rule (reused when unchanged)."""
     ws, mw = (2.0, 16.0) if window == "adaptive" else (0.0, float(window.split(":")[1]) / 0.25)
     attrs = {"window": window, "colour": colour, "mpp": 0.25, "min_window": mw}
-    if store_matches(path, attrs, 32, ws):
+    spec = CropSpec(32, ws, mw)
+    if store_matches(path, attrs, spec):
         return path
 
     def tiles():
@@ -126,7 +128,7 @@ def cohort_store(det: list[dict], path: Path, window: str, colour: str) -> Path:
             )  # fmt: skip
             yield GroundTruthTile(r["name"], img, nuclei)
 
-    write_store(path, tiles(), [r["name"] for r in det], attrs, ws, 32, mw)
+    write_store(path, tiles(), [r["name"] for r in det], attrs, spec)
     return path
 
 

@@ -30,7 +30,7 @@ from wsi_ccrl.ccrl.data import CellCrops, open_stores
 from wsi_ccrl.ccrl.model import CCRL
 from wsi_ccrl.ccrl.train import build_optimizer, train_step
 from wsi_ccrl.config import TrainConfig
-from wsi_ccrl.io.crops import crops_in_image
+from wsi_ccrl.io.crops import CropSpec
 from wsi_ccrl.io.store import CellBatch, CellStoreWriter
 
 CONSEP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "consep-patches" / "Train"
@@ -50,7 +50,7 @@ def build_store(out: Path, crop_size: int, n_patches: int) -> Path:
         ).reshape(-1, 4)
         centroid = mat["inst_centroid"].astype(np.float32).reshape(-1, 2)[keep]
         n = len(bbox)
-        crops = crops_in_image(image, bbox, crop_size, 2.0, 16.0)
+        crops = CropSpec(crop_size, 2.0, 16.0).crops(image, bbox)
         writer.add(
             CellBatch(
                 crops=crops,

@@ -96,7 +96,7 @@ def build_consep_store(out: Path, n_patches: int = 8, crop_size: int = 32, chunk
     from PIL import Image
     from scipy import ndimage
 
-    from wsi_ccrl.io.crops import crops_in_image
+    from wsi_ccrl.io.crops import CropSpec
     from wsi_ccrl.io.store import CellBatch, CellStoreWriter
 
     writer = CellStoreWriter(out, crop_size, {"source": "consep-patches"}, chunk_cells=chunk_cells)
@@ -114,7 +114,7 @@ def build_consep_store(out: Path, n_patches: int = 8, crop_size: int = 32, chunk
         ).reshape(-1, 4)
         n = min(len(centroid), len(bbox))
         centroid, bbox, types = centroid[:n], bbox[:n], types[:n]
-        crops = crops_in_image(image, bbox, crop_size, 2.0, 16.0)
+        crops = CropSpec(crop_size, 2.0, 16.0).crops(image, bbox)
         box_xy = bbox[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2).astype(np.float32)
         writer.add(
             CellBatch(
@@ -165,7 +165,7 @@ def build_label_store(
     from PIL import Image
     from scipy import ndimage
 
-    from wsi_ccrl.io.crops import crops_in_image
+    from wsi_ccrl.io.crops import CropSpec
     from wsi_ccrl.io.store import CellBatch, CellStoreWriter
 
     attrs = {"source": "consep-patches", "segmenter": {"name": "ground-truth"}}
@@ -197,7 +197,7 @@ def build_label_store(
                 break
         bbox = np.array([r[1] for r in rows], np.int32)
         centroid = np.array([r[2] for r in rows], np.float32)
-        crops = crops_in_image(image, bbox, crop_size, 2.0, 16.0)
+        crops = CropSpec(crop_size, 2.0, 16.0).crops(image, bbox)
         lengths = [len(r[0]) for r in rows]
         writer.add(
             CellBatch(

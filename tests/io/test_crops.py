@@ -1,6 +1,6 @@
 import numpy as np
 
-from wsi_ccrl.io.crops import crop_windows, crops_in_image, extract_crops, inside
+from wsi_ccrl.io.crops import CROP_RULE, CropSpec, crop_windows, extract_crops, inside
 
 
 def test_window_is_scale_times_the_longer_side_centred_on_the_box():
@@ -48,7 +48,7 @@ def test_crops_at_image_edges_are_mirrored_image_pixels():
     boxes = np.array(
         [[0, 0, 6, 6], [74, 0, 80, 8], [0, 58, 6, 64], [70, 54, 80, 64], [30, 0, 40, 4]]
     )
-    crops = crops_in_image(img, boxes, crop_size=16, window_scale=2.0, min_window=16)
+    crops = CropSpec(16, 2.0, 16).crops(img, boxes)
     pad = 20
     mirrored = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
     windows = crop_windows(boxes, 2.0, 16)
@@ -56,3 +56,12 @@ def test_crops_at_image_edges_are_mirrored_image_pixels():
         if x1 - x0 == 16:  # an integer window at crop size: the crop is the mirrored image
             np.testing.assert_array_equal(crop, mirrored[y0 + pad : y1 + pad, x0 + pad : x1 + pad])
     assert crops.max() < 230
+
+
+def test_crop_spec_travels_through_store_attributes():
+    spec = CropSpec(32, 2.0, 16)
+    attrs = spec.attrs(window_units="pixels at 0.25 mpp")
+    assert attrs["rule"] == CROP_RULE and attrs["crop_size"] == 32
+    assert spec.matches(attrs) and spec.matches(dict(attrs, min_window=16.0))
+    assert not CropSpec(48, 2.0, 16).matches(attrs) and not CropSpec(32, 3.0, 16).matches(attrs)
+    assert not spec.matches(dict(attrs, rule="white fill")) and not spec.matches(None)

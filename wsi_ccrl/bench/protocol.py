@@ -126,8 +126,10 @@ def prepare_stores(
     """Cell stores of the train and test splits under ``OUT/stores`` (reused when unchanged)."""
     from wsi_ccrl.bench.datasets import get_dataset
     from wsi_ccrl.bench.datasets.common import store_matches, write_store
+    from wsi_ccrl.io.crops import CropSpec
 
     dataset = get_dataset(cfg.dataset)
+    spec = CropSpec.of(cfg)
     paths = {}
     for split, items in files.items():
         path = Path(out_dir) / "stores" / f"{cfg.dataset}-{split}.zarr"
@@ -143,9 +145,9 @@ def prepare_stores(
             "mpp": mpp,
             "min_window": cfg.min_window,
         }
-        if not store_matches(path, attrs, cfg.crop_size, cfg.window_scale):
+        if not store_matches(path, attrs, spec):
             log.info("building the %s store of %d tiles", split, len(names))
-            write_store(path, tiles, names, attrs, cfg.window_scale, cfg.crop_size, cfg.min_window)
+            write_store(path, tiles, names, attrs, spec)
         paths[split] = path
     return paths
 

@@ -15,6 +15,9 @@ torchvision's ``roi_align`` (area-averaging bilinear samples), one call for ever
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 # recorded in every store's ``crop`` attribute
@@ -23,6 +26,49 @@ CROP_RULE = (
     "min_window); the part past the image or slide edge mirrored (reflect); resampled with "
     "roi_align"
 )
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """The crop rule's numbers, one value travelling from the config to the store and back:
+    ``size`` (output side), ``window_scale`` (window / the box's longer side), ``min_window``
+    (smallest window side, pixels of the image cropped)."""
+
+    size: int = 32
+    window_scale: float = 2.0
+    min_window: float = 16.0
+
+    @classmethod
+    def of(cls, cfg: Any) -> CropSpec:
+        """From a config section that has ``crop_size``, ``window_scale`` and ``min_window``."""
+        return cls(int(cfg.crop_size), float(cfg.window_scale), float(cfg.min_window))
+
+    def windows(self, bbox: np.ndarray) -> np.ndarray:
+        return crop_windows(bbox, self.window_scale, self.min_window)
+
+    def crops(self, image: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+        """The rule on one image: windows from the boxes, mirrored past its edges, resampled."""
+        return extract_crops(image, self.windows(bbox), self.size)
+
+    def attrs(self, **extra: Any) -> dict[str, Any]:
+        """What a store records of its crops (its ``crop`` attribute)."""
+        return {
+            "rule": CROP_RULE,
+            "crop_size": self.size,
+            "window_scale": self.window_scale,
+            "min_window": self.min_window,
+            **extra,
+        }
+
+    def matches(self, crop: dict[str, Any] | None) -> bool:
+        """Whether a store's ``crop`` attribute records this rule with these numbers."""
+        crop = crop or {}
+        return (
+            crop.get("rule") == CROP_RULE
+            and crop.get("crop_size") == self.size
+            and crop.get("window_scale") == self.window_scale
+            and float(crop.get("min_window", -1)) == self.min_window
+        )
 
 
 def crop_windows(bbox: np.ndarray, window_scale: float, min_window: float) -> np.ndarray:
@@ -81,10 +127,3 @@ def extract_crops(image: np.ndarray, windows: np.ndarray, crop_size: int) -> np.
     with torch.no_grad():
         out = roi_align(tensor, boxes, output_size=crop_size, sampling_ratio=0, aligned=True)
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def crops_in_image(
-    image: np.ndarray, bbox: np.ndarray, crop_size: int, window_scale: float, min_window: float
-) -> np.ndarray:
-    """The crop rule on one image: windows from the boxes, mirrored past its edges, resampled."""
-    return extract_crops(image, crop_windows(bbox, window_scale, min_window), crop_size)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from wsi_ccrl.config import SegmentConfig, to_dict
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.contours import SEGMENT_CONTOURS, edge_contours
-from wsi_ccrl.io.crops import CROP_RULE, crop_windows, extract_crops, inside
+from wsi_ccrl.io.crops import CropSpec, extract_crops, inside
 from wsi_ccrl.io.slide import Slide
 from wsi_ccrl.io.store import (
     CellBatch,
@@ -106,13 +106,7 @@ def _segment_open_slide(
     attrs = {
         "slide": slide.info.attrs(),
         "segmenter": seg.describe(),
-        "crop": {
-            "rule": CROP_RULE,
-            "crop_size": cfg.crop_size,
-            "window_scale": cfg.window_scale,
-            "min_window": cfg.min_window,
-            "window_units": f"pixels at {seg.mpp} mpp",
-        },
+        "crop": CropSpec.of(cfg).attrs(window_units=f"pixels at {seg.mpp} mpp"),
         "tiles": plan.attrs(),
         "contour": SEGMENT_CONTOURS,
         "roi": list(plan.roi) if cfg.roi is not None else None,
@@ -368,7 +362,7 @@ def _tile_crops(
     """The crop rule on a slide: cut from the tile in memory, or, for the few windows that pass
     the tile or the slide, read around the nucleus from the slide and mirror past its edge."""
     origin = np.tile(np.array(tile.read[:2], np.float64), 2)
-    windows = crop_windows(bbox + origin, cfg.window_scale, cfg.min_window)  # global target px
+    windows = CropSpec.of(cfg).windows(bbox + origin)  # global target px
     local = windows - origin
     if read_box is None:  # no slide at hand: mirror at the tile's edge
         return extract_crops(image, local, cfg.crop_size)

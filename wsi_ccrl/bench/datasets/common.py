@@ -21,7 +21,7 @@ import numpy as np
 
 from wsi_ccrl.config import SegmentConfig
 from wsi_ccrl.io.cellrows import CellRows, column
-from wsi_ccrl.io.crops import CROP_RULE, crops_in_image
+from wsi_ccrl.io.crops import CropSpec
 from wsi_ccrl.io.store import CellBatch, CellStore, CellStoreWriter, final_path
 from wsi_ccrl.log import get_logger, progress_enabled
 
@@ -81,12 +81,10 @@ def nuclei_from_instance_map(inst_map: np.ndarray, inst_class: np.ndarray) -> Gr
     return nuclei.select(nuclei.gt_class >= 0)
 
 
-def tile_to_batch(
-    tile: GroundTruthTile, tile_index: int, window_scale: float, crop_size: int, min_window: float
-) -> CellBatch:
+def tile_to_batch(tile: GroundTruthTile, tile_index: int, spec: CropSpec) -> CellBatch:
     """One tile's nuclei as store rows, all crops cut in one call."""
     nuc = tile.nuclei
-    crops = crops_in_image(tile.image, nuc.bbox, crop_size, window_scale, min_window)
+    crops = spec.crops(tile.image, nuc.bbox)
     n = len(nuc)
     return CellBatch(
         crops=crops,
@@ -109,9 +107,7 @@ def write_store(
     tiles: Iterable[GroundTruthTile],
     tile_names: list[str],
     attrs: dict[str, Any],
-    window_scale: float,
-    crop_size: int,
-    min_window: float,
+    spec: CropSpec,
     chunk_cells: int = SegmentConfig.chunk_cells,
 ) -> CellStore:
     """Write every tile's labelled nuclei to a finished store (an existing one is replaced).
@@ -119,21 +115,18 @@ def write_store(
     Args:
         tiles: the tiles, in the order of ``tile_names`` (the ``tile`` column indexes it).
         attrs: dataset description (``dataset``, ``classes``, ``split`` ...), stored as attrs.
-        window_scale: window side / the nucleus box's longer side; ``crop_size``: output side;
-            ``min_window``: the smallest window side, pixels (``BenchmarkConfig.min_window``).
+        spec: the crop rule's numbers (``CropSpec.of(BenchmarkConfig)``).
     """
     from tqdm import tqdm
 
-    crop = {"rule": CROP_RULE, "window_scale": window_scale}
-    crop.update(crop_size=crop_size, min_window=min_window)
     writer = CellStoreWriter(
         path,
-        crop_size=crop_size,
+        crop_size=spec.size,
         attrs={
             "format": STORE_FORMAT,
             "slide": {"path": attrs.get("data_dir"), "mpp": attrs.get("mpp")},
             "segmenter": "ground-truth",
-            "crop": crop,
+            "crop": spec.attrs(),
             "tiles": tile_names,
             "contour": {"origin": "pixel-edge"},
             "benchmark": attrs,
@@ -150,7 +143,7 @@ def write_store(
         disable=not progress_enabled(),
     )
     for i, tile in enumerate(bar):
-        batch = tile_to_batch(tile, i, window_scale, crop_size, min_window)
+        batch = tile_to_batch(tile, i, spec)
         writer.add(batch, tiles=1)
         n_cells += len(batch)
     store = writer.finalize()
@@ -158,9 +151,7 @@ def write_store(
     return store
 
 
-def store_matches(
-    path: str | Path, attrs: dict[str, Any], crop_size: int, window_scale: float
-) -> bool:
+def store_matches(path: str | Path, attrs: dict[str, Any], spec: CropSpec) -> bool:
     """True when a finished store at ``path`` was written from the same data and settings."""
     import json
 
@@ -172,14 +163,7 @@ def store_matches(
     except Exception:
         return False
     old = store.attrs
-    same_attrs = old.get("benchmark") == json.loads(json.dumps(attrs))
-    crop = old.get("crop", {})
-    return (
-        same_attrs
-        and crop.get("rule") == CROP_RULE
-        and crop.get("crop_size") == crop_size
-        and crop.get("window_scale") == window_scale
-    )
+    return old.get("benchmark") == json.loads(json.dumps(attrs)) and spec.matches(old.get("crop"))
 
 
 @dataclass

@@ -274,27 +274,28 @@ def profile_ratios(r: dict) -> dict[str, float]:
     per_mm2 = (1000 / r["target_mpp"]) ** 2 / 256**2  # 256² patches per mm² of tissue
     patch_wall, patch_cpu = r["reference_patch_s"] * per_mm2, r["reference_patch_cpu"] * per_mm2
     return {
-        "`segment` / segmenter alone on the same tiles, wall": r["seconds"]
-        / r["reference_tiles_s"],
-        "`segment` / segmenter alone on the same tiles, CPU": r["cpu_seconds"]
-        / r["reference_tiles_cpu"],
-        "`segment` / segmenter alone on 256² patches, per mm² of tissue, wall": r["seconds"]
-        / mm2
-        / patch_wall,
-        "`segment` / segmenter alone on 256² patches, per mm² of tissue, CPU": r["cpu_seconds"]
-        / mm2
-        / patch_cpu,
-        "segmenter alone: the tiles / 256² patches, per mm² of tissue, wall": r["reference_tiles_s"]
-        / mm2
-        / patch_wall,
-        "pixels the segmenter sees per tissue pixel": r["seg_px"] / (mm2 * per_mm2 * 256**2),
+        "`segment` / segmenter, same tiles, wall": r["seconds"] / r["reference_tiles_s"],
+        "`segment` / segmenter, same tiles, CPU": r["cpu_seconds"] / r["reference_tiles_cpu"],
+        "`segment` / segmenter on 256² patches, per mm², wall": r["seconds"] / mm2 / patch_wall,
+        "`segment` / segmenter on 256² patches, per mm², CPU": r["cpu_seconds"] / mm2 / patch_cpu,
+        "segmenter: tiles / 256² patches, per mm², wall": r["reference_tiles_s"] / mm2 / patch_wall,
+        "pixels segmented per tissue pixel": r["seg_px"] / (mm2 * per_mm2 * 256**2),
     }
 
 
+SUMS = ("segment", "infer", "resolve", "cells")  # stages that hold others
+
+
 def compare_profiles(runs: dict[str, dict]) -> None:
-    """Stages (s/mm² of tissue) and ratios of several saved ``profile`` runs, one column each."""
+    """Stages (s/mm² of tissue; not the sums, not those under 1 s/mm²) and ratios of several
+    saved ``profile`` runs, one column each."""
     names = list(runs)
-    stages = list(dict.fromkeys(k for r in runs.values() for k in r["stages"]))
+    stages = [
+        k
+        for k in dict.fromkeys(k for r in runs.values() for k in r["stages"])
+        if k not in SUMS
+        and max(r["stages"].get(k, (0, 0))[0] / r["tissue_mm2"] for r in runs.values()) >= 1
+    ]
     print("| stage (s per mm² of tissue) | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
     for stage in stages:
@@ -306,7 +307,6 @@ def compare_profiles(runs: dict[str, dict]) -> None:
     rows = [
         ("**wall**", lambda r: f"**{r['seconds'] / r['tissue_mm2']:.2f}**"),
         ("CPU, all threads", lambda r: f"{r['cpu_seconds'] / r['tissue_mm2']:.2f}"),
-        ("cells", lambda r: str(r["cells"])),
         ("peak RSS (MB)", lambda r: f"{r['peak_rss_mb']:.0f}"),
     ]
     for label, cell in rows:

@@ -22,11 +22,24 @@ def config_option():
 
 
 def device_option():
+    """``--device auto | cpu | cuda | cuda:N``, checked as the config checks it."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        from wsi_ccrl.config import check_device
+        from wsi_ccrl.errors import ConfigError
+
+        if value is not None:
+            try:
+                check_device("--device", value)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc).split(": ", 1)[-1]) from None
+        return value
+
     return click.option(
         "--device",
-        type=click.Choice(["auto", "cpu", "cuda"]),
         default=None,
-        help="Where to compute: auto picks CUDA when a GPU is visible.",
+        callback=check,
+        help="Where to compute: auto (CUDA when a GPU is visible), cpu, cuda or cuda:N.",
     )
 
 

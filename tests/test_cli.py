@@ -76,3 +76,23 @@ def test_missing_config_file(tmp_path):
         cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path), "--config", "nope.yaml"]
     )
     assert result.exit_code == 2 and "nope.yaml" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["segment", "missing.svs", "--out", "o"],
+        ["train", "--data", "missing", "--out", "o"],
+        ["label", "--model", "m.pt", "--data", "missing"],
+        ["benchmark", "consep", "--data-dir", "missing"],
+    ],
+)
+def test_device_accepts_cuda_n_and_names_the_choices(args, tmp_path, monkeypatch):
+    """``--device`` takes what the configs take (cuda:N included) and refuses the rest in a line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "missing").mkdir()  # an empty folder: no stores, no slides
+    bad = CliRunner().invoke(cli, [*args, "--device", "tpu"])
+    assert bad.exit_code == 2 and "'tpu' is not auto, cpu, cuda or cuda:N" in bad.output
+    gpu = CliRunner().invoke(cli, [*args, "--device", "cuda:1"])
+    assert "is not auto, cpu, cuda or cuda:N" not in gpu.output  # parsed; fails later, one line
+    assert gpu.exit_code != 0 and len(gpu.output.strip().splitlines()) == 1, gpu.output

@@ -76,7 +76,7 @@ class SegmentConfig:
 
     def validate(self) -> None:
         """Bad choices fail here, before any slide is opened."""
-        if not self.segmenter.replace("_", "").isalnum():
+        if not self.segmenter.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"segment.segmenter: a segmenter's name, got {self.segmenter!r}")
         if self.target_mpp <= 0 or (self.mpp is not None and self.mpp <= 0):
             raise ConfigError("segment: target_mpp and mpp must be positive")

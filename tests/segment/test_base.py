@@ -58,8 +58,8 @@ def test_registry_builds_by_name_and_rejects_unknown_names():
     ws = build_segmenter(SegmentConfig(segmenter="watershed"))
     assert ws.name == "watershed" and ws.mpp == 0.25
     json.dumps(ws.describe())
-    with pytest.raises(ConfigError):
-        SegmentConfig(segmenter="nope").validate()
+    with pytest.raises(ConfigError, match="unknown 'nope'"):
+        build_segmenter(SegmentConfig(segmenter="nope"))
 
     @register("test-constant")
     class Constant(Segmenter):

@@ -44,6 +44,9 @@ def _installed(name: str) -> bool:
 
 
 ENGINES = [e for e in ("onnxruntime", "openvino") if _installed(e) and _installed("onnx")]
+# OpenVINO computes in bf16 where the CPU has it (its default, and the benchmark's same output)
+UNET_ATOL = {"onnxruntime": 2e-3, "openvino": 0.05}
+ENCODER_ATOL = {"onnxruntime": 1e-3, "openvino": 1e-2}
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -55,7 +58,9 @@ def test_unet_maps_match_torch_on_real_patches(name, patches):
         expected = net(torch.from_numpy(patches)).numpy()
     got = runner(patches)
     assert got.shape == expected.shape == (2, 3, 256, 256)
-    np.testing.assert_allclose(got, expected, atol=2e-3)
+    sigmoid = lambda y: 1 / (1 + np.exp(-y[:, :1]))  # noqa: E731 - the segmenter's probability
+    np.testing.assert_allclose(sigmoid(got), sigmoid(expected), atol=UNET_ATOL[name])
+    np.testing.assert_allclose(got[:, 1:], expected[:, 1:], atol=UNET_ATOL[name])
     # another size through the same model: height and width are dynamic
     assert runner(patches[:1, :, :128, :192]).shape == (1, 3, 128, 192)
 
@@ -71,7 +76,7 @@ def test_encoder_features_match_torch_on_real_crops(name, patches):
     expected = embed_crops(backbone, crops, batch_size=12)
     got = embed_crops(backbone, crops, batch_size=12, runner=runner)
     assert got.shape == expected.shape == (32, 512)
-    np.testing.assert_allclose(got, expected, atol=1e-3)
+    np.testing.assert_allclose(got, expected, atol=ENCODER_ATOL[name])
 
 
 def test_export_is_cached_by_the_weights(tmp_path):
@@ -113,7 +118,9 @@ def test_a_model_that_fails_to_load_falls_back_to_torch_in_one_line(name, caplog
 
 
 def test_torch_runs_on_cuda_and_when_chosen():
-    assert resolve_engine("auto", CPU) == AUTO_CPU
+    assert resolve_engine("auto", CPU, "nucleus_unet") == AUTO_CPU["nucleus_unet"]
+    assert resolve_engine("auto", CPU, "ccrl_encoder") == AUTO_CPU["ccrl_encoder"]
+    assert resolve_engine("openvino", CPU, "nucleus_unet") == "openvino"
     assert resolve_engine("openvino", torch.device("cuda")) == "torch"
     assert resolve_engine("auto", torch.device("cuda")) == "torch"
     net, _ = load_nucleus_net()

@@ -2,8 +2,9 @@
 
 Why: on a CPU both run the nucleus U-Net and the CCRL encoder several times faster than torch
 with the same outputs (``benchmarks/engines.py``, ``benchmarks/results/engines.md``). The ONNX
-file is exported at run time from the torch weights, so nothing binary ships beside the ``.pt``
-files; it is cached in the temp folder under the hash of the weights, written atomically.
+file is exported at run time from the torch weights and cached in the temp folder under the hash
+of the weights, written atomically; only the U-Net's int8 model ships, as its calibration needs
+the training images (``wsi_ccrl.nuclei.quantise``).
 
 torch stays the path on CUDA and the fallback everywhere: an engine that is not installed, or
 whose model fails to export or load, leaves the caller on torch after one log line.
@@ -31,8 +32,10 @@ __all__ = ["AUTO_CPU", "ENGINES", "Runner", "cpu_runner", "load_runner", "onnx_f
 
 log = get_logger(__name__)
 
-# what ``auto`` runs on a CPU: the fastest with the same output in benchmarks/engines.py
-AUTO_CPU = "onnxruntime"
+# what ``auto`` runs on a CPU, per network: the fastest with the same output in
+# benchmarks/engines.py (the U-Net: ONNX Runtime int8; the encoder: OpenVINO, bf16 where the CPU
+# has it)
+AUTO_CPU = {"nucleus_unet": "onnxruntime", "ccrl_encoder": "openvino"}
 OPSET = 17
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
@@ -84,12 +87,16 @@ def _pooled(module: nn.Module) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def load_runner(engine: str, path: str | Path, threads: int, precision: str = "f32") -> Runner:
+def load_runner(
+    engine: str, path: str | Path, threads: int, precision: str | None = None
+) -> Runner:
     """An ONNX file loaded in ``engine`` on the CPU with ``threads`` threads (kept loaded: a
     cohort's stores reuse it).
 
-    ``precision`` is OpenVINO's inference precision (``f32``; ``bf16`` where the CPU has it, not
-    the same output); ONNX Runtime runs what the file holds. Raises what the engine raises.
+    ``precision``: OpenVINO's inference precision, by default its own choice (bf16 where the CPU
+    computes it natively, else f32: both give ``segment`` and ``label`` torch's results,
+    benchmarks/engines.py); ONNX Runtime runs what the file holds (fp32, or int8 QDQ). Raises
+    what the engine raises.
     """
     if engine == "onnxruntime":
         import onnxruntime as ort
@@ -105,39 +112,42 @@ def load_runner(engine: str, path: str | Path, threads: int, precision: str = "f
     if engine == "openvino":
         import openvino as ov
 
-        compiled = ov.Core().compile_model(
-            str(path),
-            "CPU",
-            {
-                "INFERENCE_NUM_THREADS": threads,
-                "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_PRECISION_HINT": precision,
-            },
-        )
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        compiled = ov.Core().compile_model(str(path), "CPU", config)
         request = compiled.create_infer_request()
         return lambda x: np.array(request.infer([np.ascontiguousarray(x, np.float32)])[0])
     raise ValueError(f"engine must be onnxruntime or openvino, got {engine!r}")
 
 
-def resolve_engine(engine: str, device: torch.device) -> str:
-    """The engine that runs: torch on CUDA, ``AUTO_CPU`` for ``auto`` on a CPU."""
+def resolve_engine(engine: str, device: torch.device, tag: str = "") -> str:
+    """The engine that runs: torch on CUDA, ``AUTO_CPU[tag]`` for ``auto`` on a CPU."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if device.type != "cpu":
         return "torch"
-    return AUTO_CPU if engine == "auto" else engine
+    return AUTO_CPU.get(tag, "onnxruntime") if engine == "auto" else engine
 
 
 def cpu_runner(
-    module: nn.Module, example: torch.Tensor, engine: str, device: torch.device, tag: str
+    module: nn.Module,
+    example: torch.Tensor,
+    engine: str,
+    device: torch.device,
+    tag: str,
+    int8: Path | None = None,
 ) -> Runner | None:
     """``module`` loaded in the chosen engine, or None where torch runs it (CUDA, ``torch``,
-    or an engine that is missing or fails: one warning line says so)."""
-    name = resolve_engine(engine, torch.device(device))
+    or an engine that is missing or fails: one warning line says so). ONNX Runtime runs
+    ``int8``, a quantised model of exactly these weights, where one is given."""
+    name = resolve_engine(engine, torch.device(device), tag)
     if name == "torch":
         return None
     try:
-        runner = load_runner(name, onnx_file(module, example, tag), torch.get_num_threads())
+        path = int8 if int8 is not None and name == "onnxruntime" else None
+        path = path or onnx_file(module, example, tag)
+        runner = load_runner(name, path, torch.get_num_threads())
         runner(example.detach().cpu().numpy())  # fails here, not in the middle of a slide
     except ImportError:
         log.warning("%s: %s is not installed; running on torch", tag, _PACKAGES[name])
@@ -146,5 +156,5 @@ def cpu_runner(
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning("%s: %s could not load the model (%s); running on torch", tag, name, text)
         return None
-    log.debug("%s runs on %s", tag, name)
+    log.debug("%s runs on %s (%s)", tag, name, Path(path).name)
     return runner

@@ -31,6 +31,7 @@ from wsi_ccrl.io.stain import (
 from wsi_ccrl.log import get_logger
 from wsi_ccrl.nuclei.net import NucleusUNet, build_net
 from wsi_ccrl.nuclei.postprocess import PostprocessConfig, instance_probs, maps_to_instances
+from wsi_ccrl.nuclei.quantise import shipped_int8
 from wsi_ccrl.runtime import read_torch_file, resolve_device
 from wsi_ccrl.segment import register
 from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
@@ -96,7 +97,10 @@ class EmbeddedSegmenter(Segmenter):
         self.device = resolve_device(device)
         self.net = net.to(self.device)
         example = torch.zeros(1, 3, 2 * net.stride, 2 * net.stride)
-        self.engine: Runner | None = cpu_runner(net, example, engine, self.device, "nucleus_unet")
+        int8 = shipped_int8(self.weights)  # calibrated where the training images are
+        self.engine: Runner | None = cpu_runner(
+            net, example, engine, self.device, "nucleus_unet", int8
+        )
         self.mpp = float(self.config.get("mpp", 0.25))
         self.post = postprocess or PostprocessConfig(**self.config.get("postprocess", {}))
         self.max_pixels = int(max_pixels)

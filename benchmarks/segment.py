@@ -17,6 +17,12 @@ the sample (2220 x 2967 px) to the large slide, memory does not grow with slide 
     python benchmarks/segment.py                 # sample + 20,000² slide
     python benchmarks/segment.py --size 40000    # a 1.6-gigapixel slide
     python benchmarks/segment.py --size 10000 --slides large --cases profile
+    python benchmarks/segment.py --end-to-end --slides large   # segment, label, export as a user
+
+``--end-to-end`` runs the commands a user runs, each in its own process under ``/usr/bin/time``
+(wall seconds, peak RSS): ``wsi-ccrl segment`` (embedded), ``wsi-ccrl label --export geojson``
+with a ``quick`` model trained for a few steps on the same store (training is not timed: its
+cost does not grow with the slide), and reports s/mm² of tissue per step and in total.
 """
 
 from __future__ import annotations
@@ -317,6 +323,54 @@ def compare_profiles(runs: dict[str, dict]) -> None:
         print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
 
 
+# --------------------------------------------------------------------------- end to end
+def timed(cmd: list[str]) -> dict[str, float]:
+    """Wall seconds and peak RSS (MB) of one command, from /usr/bin/time."""
+    res = subprocess.run(
+        ["/usr/bin/time", "-f", "TIME %e %M", *cmd], capture_output=True, text=True, check=False
+    )
+    if res.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    line = [x for x in res.stderr.splitlines() if x.startswith("TIME ")][-1]
+    wall, rss_kb = line.split()[1:]
+    return {"seconds": float(wall), "peak_mb": float(rss_kb) / 1024}
+
+
+def end_to_end(slides: dict[str, Path], workdir: Path, device: str, engine: str) -> None:
+    """segment -> (train, untimed) -> label + GeoJSON export, per slide: s/mm² and peak RSS."""
+    cli = [sys.executable, "-m", "wsi_ccrl_cli.main"]
+    rows = []
+    for name, slide in slides.items():
+        work = workdir / f"e2e-{name}"
+        stores, run, labels = work / "stores", work / "model", work / "labels"
+        work.mkdir(parents=True, exist_ok=True)
+        config = work / "engine.yaml"  # the defaults, with the CPU engine asked for
+        config.write_text(f"segment:\n  engine: {engine}\nlabel:\n  engine: {engine}\n")
+        seg = timed([*cli, "segment", str(slide), "--out", str(stores), "--device", device,
+                     "--overwrite", "--config", str(config)])  # fmt: skip
+        subprocess.run(
+            [*cli, "train", "--data", str(stores), "--out", str(run), "--config", "quick",
+             "--max-steps", "20", "--device", device, "--no-resume"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        lab = timed([*cli, "label", "--model", str(run / "model.pt"), "--data", str(stores),
+                     "--k", "6", "--export", "geojson", "--out", str(labels), "--device", device,
+                     "--config", str(config)])  # fmt: skip
+        from wsi_ccrl.io.store import CellStore
+
+        store = CellStore.open(next(stores.glob("*.zarr")))
+        mm2 = tissue_mm2(str(slide), store.attrs["config"]["tissue_mpp"])
+        rows.append((name, store.n_cells, mm2, seg, lab))
+    print(f"### End to end: segment, label, export ({machine()}, engine {engine})\n")
+    print("| slide | tissue mm² | cells | segment s/mm² | label + export s/mm² | total s/mm² "
+          "| peak RSS segment / label (MB) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, cells, mm2, seg, lab in rows:
+        a, b = seg["seconds"] / mm2, lab["seconds"] / mm2
+        print(f"| {name} | {mm2:.2f} | {cells} | {a:.1f} | {b:.1f} | **{a + b:.1f}** "
+              f"| {seg['peak_mb']:.0f} / {lab['peak_mb']:.0f} |")  # fmt: skip
+
+
 # --------------------------------------------------------------------------- parent side
 def make_large_slide(path: Path, size: int, block: int = 1024) -> Path:
     """Tile real H&E blocks of the sample (flipped/rotated for variety) into a ``size``² pyramid."""
@@ -364,6 +418,7 @@ def main() -> None:
     p.add_argument("--engine", default="auto", help="the embedded U-Net's CPU engine")
     p.add_argument("--cases", default="embedded,watershed,crops+store")
     p.add_argument("--slides", default="sample,large")
+    p.add_argument("--end-to-end", action="store_true", help="segment, label, export (see above)")
     p.add_argument("--child", nargs=3, metavar=("CASE", "SLIDE", "OUT"), help=argparse.SUPPRESS)
     p.add_argument(
         "--compare",
@@ -393,6 +448,9 @@ def main() -> None:
             t = time.perf_counter()
             slides[name] = make_large_slide(args.workdir / f"large-{args.size}.tif", args.size)
             print(f"large slide ready ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+    if args.end_to_end:
+        end_to_end(slides, args.workdir, args.device, args.engine)
+        return
     rows = []
     res = subprocess.run(
         [sys.executable, __file__, "--child", "imports", str(SAMPLE), "-"],

@@ -79,12 +79,12 @@ def tile10_cells(tmp_path_factory):
     from wsi_ccrl.bench.datasets import consep
     from wsi_ccrl.bench.datasets.common import load_cells
     from wsi_ccrl.bench.datasets.common import write_store as write_benchmark_store
+    from wsi_ccrl.io.crops import CropSpec
 
     images = [CONSEP_PATCHES / "Images" / f"train_10_00{k}.png" for k in range(3)]
     store = write_benchmark_store(
         tmp_path_factory.mktemp("tile10") / "cells.zarr", consep.iter_tiles(images, "merged4"),
-        [p.name for p in images], {"dataset": "consep"}, window_scale=2.0, crop_size=32,
-        min_window=8.0,
+        [p.name for p in images], {"dataset": "consep"}, CropSpec(32, 2.0, 8.0),
     )  # fmt: skip
     return load_cells(store)
 

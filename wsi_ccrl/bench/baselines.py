@@ -19,7 +19,6 @@ protocol, the end-to-end run and the feature scaling before K-means all read thi
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from wsi_ccrl.config import BenchmarkConfig
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.contours import polygon_edges, polygon_moments
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.registry import Registry
 
 log = get_logger(__name__)
 
@@ -49,9 +49,12 @@ class Baseline:
     label: str  # its row in the benchmark's tables
 
 
-BASELINES: dict[str, Baseline] = {}
-# registered in modules imported on first use (they pull in torch)
-_MODULES = {"dcae": "wsi_ccrl.bench.generative", "infogan": "wsi_ccrl.bench.generative"}
+# name -> Baseline; the generative ones register in a module imported on first use (torch)
+BASELINES = Registry(
+    {"dcae": "wsi_ccrl.bench.generative", "infogan": "wsi_ccrl.bench.generative"},
+    "unknown baseline {name!r} (known: {known})",
+    WsiCcrlError,
+)
 
 
 def register_baseline(name: str, label: str, scaling: str = "zscore") -> Callable[[type], type]:
@@ -77,16 +80,12 @@ def register_baseline(name: str, label: str, scaling: str = "zscore") -> Callabl
 
 def baseline_names() -> tuple[str, ...]:
     """Every baseline a config may name, the lazily registered ones included."""
-    return tuple(dict.fromkeys([*BASELINES, *_MODULES]))
+    return BASELINES.names()
 
 
 def get_baseline(name: str) -> Baseline:
     """The registry entry of ``name`` (importing the module that registers it if need be)."""
-    if name not in BASELINES and name in _MODULES:
-        importlib.import_module(_MODULES[name])
-    if name not in BASELINES:
-        raise WsiCcrlError(f"unknown baseline {name!r} (known: {', '.join(baseline_names())})")
-    return BASELINES[name]
+    return BASELINES.entry(name)
 
 
 # --------------------------------------------------------------------------- morphological

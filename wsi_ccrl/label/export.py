@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib
 import json
 import os
 from collections import deque
@@ -50,6 +49,7 @@ from wsi_ccrl.label.overlay import CellShapes, cell_shapes
 from wsi_ccrl.label.palette import ClusterStyles
 from wsi_ccrl.label.textrows import Rows, point_rows
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.registry import Registry
 from wsi_ccrl.runtime import atomic_write
 
 log = get_logger(__name__)
@@ -93,8 +93,11 @@ class RunFormat:
         raise NotImplementedError
 
 
-EXPORT_FORMATS: dict[str, type] = {}
-_MODULES = {"anndata": "wsi_ccrl.label.h5ad"}  # registered where they live, imported on use
+# name -> SlideFormat / RunFormat class; AnnData registers in its module, imported on use
+EXPORT_FORMATS = Registry(
+    {"geojson": __name__, "csv": __name__, "anndata": "wsi_ccrl.label.h5ad"},
+    "label: unknown export format {name!r} (valid: {known})",
+)
 
 
 def register_export(name: str):
@@ -102,24 +105,18 @@ def register_export(name: str):
 
     def wrap(cls: type) -> type:
         cls.name = name
-        EXPORT_FORMATS[name] = cls
-        return cls
+        return EXPORT_FORMATS.register(name)(cls)
 
     return wrap
 
 
 def export_names() -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*EXPORT_FORMATS, *_MODULES]))
+    return EXPORT_FORMATS.names()
 
 
 def export_format(name: str) -> type:
     """The class of format ``name``; one line listing the valid ones when unknown."""
-    if name not in EXPORT_FORMATS and name in _MODULES:
-        importlib.import_module(_MODULES[name])
-    if name not in EXPORT_FORMATS:
-        valid = ", ".join(export_names())
-        raise ConfigError(f"label: unknown export format {name!r} (valid: {valid})")
-    return EXPORT_FORMATS[name]
+    return EXPORT_FORMATS.entry(name)
 
 
 def check_exports(names: tuple[str, ...]) -> None:

@@ -8,14 +8,13 @@ are loaded only when used.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsi_ccrl.errors import ConfigError
 from wsi_ccrl.log import get_logger
+from wsi_ccrl.registry import Registry
 from wsi_ccrl.segment.base import Nuclei, Segmenter, nuclei_from_labels
 
 if TYPE_CHECKING:
@@ -34,47 +33,27 @@ __all__ = [
 
 log = get_logger(__name__)
 
-SEGMENTERS: dict[str, Callable[[SegmentConfig], Segmenter]] = {}
-
-# name -> module that registers it; imported on first use (hovernet pulls in TIAToolbox)
-_MODULES = {
-    "watershed": "wsi_ccrl.segment.watershed",
-    "hovernet": "wsi_ccrl.segment.hovernet",
-    "embedded": "wsi_ccrl.segment.embedded",
-}
+# name -> factory (SegmentConfig -> Segmenter); the shipped ones load on first use (hovernet pulls
+# in TIAToolbox)
+SEGMENTERS = Registry(
+    {
+        "watershed": "wsi_ccrl.segment.watershed",
+        "hovernet": "wsi_ccrl.segment.hovernet",
+        "embedded": "wsi_ccrl.segment.embedded",
+    },
+    "segment.segmenter: unknown {name!r} (known: auto, {known})",
+)
 
 
 def register(name: str) -> Callable:
     """Class/factory decorator: ``@register("watershed")`` makes it buildable by name
-    (``segment.segmenter`` / ``--segmenter``). A segmenter outside this package registers when
-    its module is imported; one here is also named in ``_MODULES``, so it loads only when used."""
-
-    def wrap(factory: Callable[[SegmentConfig], Segmenter]):
-        SEGMENTERS[name] = factory
-        return factory
-
-    return wrap
-
-
-def _load(name: str) -> bool:
-    """Import the module that registers ``name``; False when it is not installed."""
-    if name in SEGMENTERS:
-        return True
-    module = _MODULES.get(name)
-    if module is None:
-        return False
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:  # a real missing dependency inside an existing module
-            raise
-        return False
-    return name in SEGMENTERS
+    (``segment.segmenter`` / ``--segmenter``)."""
+    return SEGMENTERS.register(name)
 
 
 def segmenter_names() -> tuple[str, ...]:
     """Every name ``segment.segmenter`` accepts: ``auto`` and the registered segmenters."""
-    return ("auto", *dict.fromkeys([*_MODULES, *SEGMENTERS]))
+    return ("auto", *SEGMENTERS.names())
 
 
 def tiatoolbox_home() -> Path:
@@ -102,7 +81,7 @@ def resolve_segmenter(cfg: SegmentConfig) -> tuple[str, str]:
     cached = tiatoolbox_cached_weights(cfg.model)
     if cached is not None:
         return "hovernet", f"{cfg.model} weights found in TIAToolbox's cache ({cached})"
-    if _load("embedded"):
+    if SEGMENTERS.load("embedded"):
         return "embedded", f"no HoVer-Net weights at hand ({cfg.model} not cached, no --weights)"
     return "watershed", (
         f"no HoVer-Net weights at hand ({cfg.model} not cached, no --weights) "
@@ -115,11 +94,8 @@ def build_segmenter(cfg: SegmentConfig) -> Segmenter:
     name, reason = resolve_segmenter(cfg)
     if cfg.segmenter == "auto":
         log.info("segmenter: %s (auto: %s)", name, reason)
-    if not _load(name):
-        known = ", ".join(segmenter_names())
-        raise ConfigError(f"segment.segmenter: unknown {name!r} (known: {known})")
-    return SEGMENTERS[name](cfg)
+    return SEGMENTERS.entry(name)(cfg)
 
 
 # the learned segmenter is an optional module; its absence is harmless
-_load("embedded")
+SEGMENTERS.load("embedded")

@@ -13,6 +13,7 @@ from PIL import Image
 from wsi_ccrl.bench.datasets import consep
 from wsi_ccrl.bench.datasets.common import write_store
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
+from wsi_ccrl.io.crops import CropSpec
 from wsi_ccrl.io.store import CellStore
 
 IMAGES = CONSEP_PATCHES / "Images"
@@ -104,7 +105,7 @@ def test_original7_is_merged_and_crops_are_centred(tmp_path):
 
     store = write_store(
         tmp_path / "s.zarr", consep.iter_tiles(files["train"], "original7"), ["train_1.png"],
-        {"dataset": "consep"}, window_scale=2.0, crop_size=16, min_window=4,
+        {"dataset": "consep"}, CropSpec(16, 2.0, 4),
     )  # fmt: skip
     crops = CellStore.open(store.path)["crops"][:]
     assert CellStore.open(store.path)["gt_class"][:].tolist() == [2, 3, 0]

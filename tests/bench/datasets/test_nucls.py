@@ -13,6 +13,7 @@ from PIL import Image
 from wsi_ccrl.bench.datasets import nucls
 from wsi_ccrl.bench.datasets.common import write_store
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
+from wsi_ccrl.io.crops import CropSpec
 from wsi_ccrl.io.store import CellStore
 
 ROWS = [
@@ -81,7 +82,7 @@ def test_store_with_box_windows(nucls_dir, tmp_path):
     files = nucls.split_tiles(nucls_dir)
     store = write_store(
         tmp_path / "n.zarr", nucls.iter_tiles(files["train"]), ["t"], {"dataset": "nucls"},
-        window_scale=1.0, crop_size=8, min_window=2,
+        CropSpec(8, 1.0, 2),
     )  # fmt: skip
     s = CellStore.open(store.path)
     assert s["gt_class"][:].tolist() == [0, 2, 0, 4, 1, 3]

@@ -4,24 +4,26 @@ ground-truth cells) and the end-to-end run (its typed nuclei) all read this regi
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsi_ccrl.errors import ConfigError
+from wsi_ccrl.registry import Registry
 
 if TYPE_CHECKING:
     from wsi_ccrl.bench.datasets.common import GroundTruthTile, TypedImage
     from wsi_ccrl.config import BenchmarkConfig
 
-DATASETS: dict[str, type[BenchmarkDataset]] = {}
-# the shipped ones, imported on first use
-_MODULES = {
-    "consep": "wsi_ccrl.bench.datasets.consep",
-    "nucls": "wsi_ccrl.bench.datasets.nucls",
-    "brca-m2c": "wsi_ccrl.bench.datasets.brca_m2c",
-}
+# name -> BenchmarkDataset class; the shipped ones are imported on first use
+DATASETS = Registry(
+    {
+        "consep": "wsi_ccrl.bench.datasets.consep",
+        "nucls": "wsi_ccrl.bench.datasets.nucls",
+        "brca-m2c": "wsi_ccrl.bench.datasets.brca_m2c",
+    },
+    "benchmark.dataset: unknown {name!r} (known: {known})",
+)
 
 
 class BenchmarkDataset:
@@ -66,21 +68,15 @@ def register_dataset(name: str) -> Callable[[type[BenchmarkDataset]], type[Bench
 
     def wrap(cls: type[BenchmarkDataset]) -> type[BenchmarkDataset]:
         cls.name = name
-        DATASETS[name] = cls
-        return cls
+        return DATASETS.register(name)(cls)
 
     return wrap
 
 
 def dataset_names() -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*_MODULES, *DATASETS]))
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> BenchmarkDataset:
     """The data set ``name`` (importing the module that registers it if need be)."""
-    if name not in DATASETS and name in _MODULES:
-        importlib.import_module(_MODULES[name])
-    if name not in DATASETS:
-        known = ", ".join(dataset_names())
-        raise ConfigError(f"benchmark.dataset: unknown {name!r} (known: {known})")
-    return DATASETS[name]()
+    return DATASETS.entry(name)()

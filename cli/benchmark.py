@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from wsi_ccrl_cli.options import device_option
+from wsi_ccrl_cli.options import device_option, gpus_option
 
 
 def profile_config(dataset: str, profile: str) -> Path:
@@ -87,6 +87,7 @@ def profile_config(dataset: str, profile: str) -> Path:
     "tiles are fold 1, the other tiles N - 1 folds (OUT/foldI, OUT/folds.md).",
 )
 @device_option()
+@gpus_option()
 def benchmark(
     dataset: str,
     data_dir: Path,
@@ -96,6 +97,7 @@ def benchmark(
     class_scheme: str | None,
     split: str | None,
     device: str | None,
+    gpus: str | None,
     cells: str | None,
     cohort: str | None,
     evaluate: str | None,
@@ -120,6 +122,7 @@ def benchmark(
             "split": split,
             "device": device,
             "train.device": device,
+            "train.gpus": gpus,
         },
     )
     if cfg.dataset != dataset:
@@ -137,6 +140,7 @@ def benchmark(
         splits = tuple(cohort.split(",")) if cohort else data.cohort
         scored = tuple(evaluate.split(",")) if evaluate else data.cohort[-1:]
         overrides = {"class_scheme": class_scheme, "split": split, "device": device}
+        overrides["train.gpus"] = gpus
         results = run_detected_benchmark(dataset, data_dir, out, path, splits, scored, overrides)
     else:
         if cohort or evaluate:

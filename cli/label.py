@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from wsi_ccrl_cli.options import batch_size_option, command_config, config_option, device_option
+from wsi_ccrl_cli.options import (
+    batch_size_option,
+    command_config,
+    config_option,
+    device_option,
+    gpus_option,
+)
 
 
 @click.command()
@@ -103,6 +109,7 @@ from wsi_ccrl_cli.options import batch_size_option, command_config, config_optio
     "size, shape and colour numbers; a --kmeans file keeps its own).",
 )
 @device_option()
+@gpus_option()
 @batch_size_option()
 @config_option()
 def label(

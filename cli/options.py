@@ -43,6 +43,14 @@ def device_option():
     )
 
 
+def gpus_option():
+    """``--gpus 0,1``: the GPUs DataParallel spreads batches over (default: cuda:N alone, else
+    every visible one), alike for train, label and benchmark."""
+    return click.option(
+        "--gpus", default=None, help="CUDA device ids for DataParallel, e.g. 0,1 (default: all)."
+    )
+
+
 def batch_size_option():
     return click.option(
         "--batch-size", type=click.IntRange(min=1), default=None, help="Batch size."

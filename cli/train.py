@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from wsi_ccrl_cli.options import batch_size_option, command_config, config_option, device_option
+from wsi_ccrl_cli.options import (
+    batch_size_option,
+    command_config,
+    config_option,
+    device_option,
+    gpus_option,
+)
 
 
 @click.command()
@@ -30,7 +36,7 @@ from wsi_ccrl_cli.options import batch_size_option, command_config, config_optio
 @batch_size_option()
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam lr.")
 @device_option()
-@click.option("--gpus", default=None, help="CUDA device ids for DataParallel, e.g. 0,1.")
+@gpus_option()
 @click.option("--seed", type=int, default=None, help="Random seed.")
 @click.option(
     "--resume/--no-resume",

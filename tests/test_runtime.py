@@ -65,3 +65,15 @@ def test_atomic_text_and_torch_wrappers(tmp_path):
         tmp.write_text(object())  # a writer that fails before anything is renamed
     assert (tmp_path / "a.txt").read_text() == "hello"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "m.pt"]
+
+
+def test_gpus_follow_one_rule_for_every_command():
+    """``resolve_gpus``: none on the CPU; listed ids are checked against what is visible."""
+    import torch
+
+    from wsi_ccrl.runtime import resolve_gpus
+
+    assert resolve_gpus(torch.device("cpu"), (0, 1)) == []
+    visible = torch.cuda.device_count()
+    with pytest.raises(WsiCcrlError, match=f"--gpus {visible} does not exist"):
+        resolve_gpus(torch.device("cuda"), (visible,))

@@ -259,6 +259,7 @@ class LabelConfig:
     fit_sample: int = 200_000
     seed: int = 0
     device: str = "auto"
+    gpus: tuple[int, ...] | None = None  # CUDA device ids for DataParallel; None = all visible
     # the encoder's CPU engine: auto | torch | onnxruntime | openvino (wsi_ccrl/engine.py)
     engine: str = "auto"
     export: tuple[str, ...] = ("geojson",)  # registered formats (label.export): geojson, csv, anndata

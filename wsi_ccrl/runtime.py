@@ -21,6 +21,7 @@ __all__ = [
     "atomic_write_text",
     "read_torch_file",
     "resolve_device",
+    "resolve_gpus",
 ]
 
 
@@ -89,3 +90,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif resolved.type != "cpu":
         raise WsiCcrlError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     return resolved
+
+
+def resolve_gpus(device: torch.device, gpus: tuple[int, ...] | list[int] | None) -> list[int]:
+    """The GPUs a command spreads its batches over (DataParallel), one rule for every command:
+    ``gpus`` when given, else ``cuda:N`` alone, else every visible GPU; [] on the CPU."""
+    import torch
+
+    if device.type != "cuda":
+        return []
+    count = torch.cuda.device_count()
+    every = [device.index] if device.index is not None else list(range(count))
+    ids = list(gpus) if gpus else every
+    bad = [i for i in ids if not 0 <= i < count]
+    if bad:
+        raise WsiCcrlError(f"--gpus {bad[0]} does not exist ({count} GPU(s) visible)")
+    return ids

@@ -32,7 +32,7 @@ from wsi_ccrl.ccrl.monitor import METRICS, evaluate, log_epoch, tensorboard, tri
 from wsi_ccrl.config import TrainConfig, dump_yaml, to_dict
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
-from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.runtime import resolve_device, resolve_gpus
 from wsi_ccrl.schedule import cosine_schedule
 
 log = get_logger(__name__)
@@ -86,13 +86,7 @@ def select_device(cfg: TrainConfig, env: distributed.DistEnv) -> Placement:
         if env.local_rank >= count:
             raise WsiCcrlError(f"LOCAL_RANK {env.local_rank} but only {count} GPU(s) visible")
         return Placement(torch.device("cuda", env.local_rank), None, env)
-    if cfg.gpus:
-        ids = list(cfg.gpus)
-    else:  # cuda:N is that GPU alone; cuda (or auto) every visible one
-        ids = [device.index] if device.index is not None else list(range(count))
-    bad = [i for i in ids if not 0 <= i < count]
-    if bad:
-        raise WsiCcrlError(f"--gpus {bad[0]} does not exist ({count} GPU(s) visible)")
+    ids = resolve_gpus(device, cfg.gpus)  # the rule every command follows
     return Placement(torch.device("cuda", ids[0]), ids if len(ids) > 1 else None, env)
 
 

@@ -20,17 +20,21 @@ from wsi_ccrl.config import LabelConfig
 from wsi_ccrl.engine import cpu_runner
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.log import get_logger, progress_enabled
-from wsi_ccrl.runtime import resolve_device
+from wsi_ccrl.runtime import resolve_device, resolve_gpus
 
 log = get_logger(__name__)
 
 
-def parallel_backbone(backbone: nn.Module, device: torch.device) -> nn.Module:
-    """The backbone on ``device``, wrapped in DataParallel when several GPUs are visible."""
-    backbone = backbone.to(device).eval()
-    if device.type == "cuda" and torch.cuda.device_count() > 1:
-        log.info("embedding on %d GPUs (DataParallel)", torch.cuda.device_count())
-        backbone = nn.DataParallel(backbone)
+def parallel_backbone(
+    backbone: nn.Module, device: torch.device, gpus: tuple[int, ...] | None = None
+) -> nn.Module:
+    """The backbone on ``device``, wrapped in DataParallel over ``resolve_gpus``'s GPUs (``gpus``,
+    else ``cuda:N`` alone, else every visible one) when there are several."""
+    ids = resolve_gpus(device, gpus)
+    backbone = backbone.to(torch.device("cuda", ids[0]) if ids else device).eval()
+    if len(ids) > 1:
+        log.info("embedding on %d GPUs (DataParallel)", len(ids))
+        backbone = nn.DataParallel(backbone, device_ids=ids)
     if device.type == "cuda":
         backbone = backbone.to(memory_format=torch.channels_last)
     return backbone
@@ -43,6 +47,7 @@ def embed_store(
     device: str | torch.device = LabelConfig.device,
     column: str = "embedding",
     engine: str = LabelConfig.engine,
+    gpus: tuple[int, ...] | None = None,
 ):
     """Embed every crop of ``store`` (a writable CellStore) into its ``column`` (float16, N × D).
 
@@ -52,12 +57,13 @@ def embed_store(
         batch_size: crops per forward pass (per step of all GPUs together).
         device: ``auto``, ``cpu``, ``cuda`` or a torch device.
         engine: the CPU inference engine (``wsi_ccrl.engine``); torch on CUDA.
+        gpus: the GPUs for DataParallel (``runtime.resolve_gpus``).
 
     Returns:
         The written zarr array.
     """
     device = resolve_device(device)
-    model = parallel_backbone(backbone, device)
+    model = parallel_backbone(backbone, device, gpus)
     module = getattr(model, "module", model)
     dim = int(getattr(module, "feature_dim", 512))
     out = store.create_column(column, np.float16, (dim,))

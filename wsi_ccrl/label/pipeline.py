@@ -165,7 +165,10 @@ def label_stores(
             log.info(
                 "embedding %s (%d cells, %s encoder)", store.path.name, store.n_cells, cfg.encoder
             )
-            embed_store(staged[store.path], backbone, cfg.batch_size, device, engine=cfg.engine)
+            embed_store(
+                staged[store.path], backbone, cfg.batch_size, device, engine=cfg.engine,
+                gpus=cfg.gpus,
+            )  # fmt: skip
             staged[store.path].seal("embedding")
             embedded[store.path] = True
         if km.space_.needs_descriptors:
@@ -271,8 +274,11 @@ def fit_kmeans(
     embedded the same way (stored as float16 there, so cast here), so the centroids are the ones
     a one-process run finds; nothing is written into the stores.
     """
+    import torch
+
     from wsi_ccrl.ccrl.embed import embed_crops
     from wsi_ccrl.ccrl.model_io import load_backbone
+    from wsi_ccrl.engine import cpu_runner
     from wsi_ccrl.label.descriptors import row_descriptors
     from wsi_ccrl.label.embed import parallel_backbone
 
@@ -283,12 +289,14 @@ def fit_kmeans(
     opened, skipped = _open_stores(_store_paths(stores), int(meta["crop_size"]), mode="r")
     dim = int(getattr(backbone, "feature_dim", 512))
     km = _kmeans_for(cfg, None, sum(s.n_cells for s in opened), dim, model_hash)
-    net = parallel_backbone(backbone, device)
+    net = parallel_backbone(backbone, device, cfg.gpus)
+    side = int(meta["crop_size"])  # the engine label runs, so the sample embeds as label embeds it
+    runner = cpu_runner(backbone, torch.zeros(1, 3, side, side), cfg.engine, device, "ccrl_encoder")
     picks = sample_indices([s.n_cells for s in opened], cfg.fit_sample, cfg.seed)
     rows_x = []
     for store, rows in zip(opened, picks, strict=True):
         crops = read_rows(store["crops"], rows)
-        x = embed_crops(net, crops, cfg.batch_size, device).astype(np.float16)
+        x = embed_crops(net, crops, cfg.batch_size, device, runner).astype(np.float16)
         x = x.astype(np.float32)
         if km.space_.needs_descriptors:
             x = np.hstack([x, row_descriptors(store, rows)])

@@ -13,6 +13,7 @@ SECTIONS = [
     ("Segmentation: speed and memory", "segment.md"),
     ("Nucleus detection: watershed and the embedded U-Net on CoNSeP", "detection.md"),
     ("The embedded nucleus U-Net: held-out F1 and speed", "nucleus_net.md"),
+    ("CPU inference engines: torch, ONNX Runtime, OpenVINO", "engines.md"),
     ("Training: input pipeline vs model", "train.md"),
     ("Label: embedding, K-means, export", "label.md"),
     ("AnnData export: peak memory on 1 M cells", "anndata_export.md"),

@@ -66,7 +66,12 @@ def onnx_file(module: nn.Module, example: torch.Tensor, tag: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     axes = {0: "batch", 2: "height", 3: "width"}
-    with atomic_write(path, ".onnx") as tmp, warnings.catch_warnings(), torch.no_grad():
+    # a temporary name of this process's own: array jobs on one node may export the same model
+    with (
+        atomic_write(path, f".{os.getpid()}.onnx") as tmp,
+        warnings.catch_warnings(),
+        torch.no_grad(),
+    ):
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
         torch.onnx.export(
             module,

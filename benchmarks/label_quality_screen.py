@@ -132,22 +132,6 @@ def cohort_store(det: list[dict], path: Path, window: str, colour: str) -> Path:
     return path
 
 
-def nearest_in_image(xy: np.ndarray, image: np.ndarray, k: int) -> np.ndarray:
-    """(N, k) rows of each cell's k nearest other cells of the same image (itself if alone)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    out = np.repeat(np.arange(len(xy))[:, None], k, axis=1)
-    for i in np.unique(image):
-        rows = np.flatnonzero(image == i)
-        m = min(k, len(rows) - 1)
-        if m < 1:
-            continue
-        _, idx = NearestNeighbors(n_neighbors=m + 1).fit(xy[rows]).kneighbors(xy[rows])
-        out[rows, :m] = rows[idx[:, 1:]]
-        out[rows, m:] = rows[idx[:, 1:2]]
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("dataset", choices=["brca", "consep"])
@@ -160,12 +144,6 @@ def main() -> None:
     p.add_argument("--no-ccrl", action="store_true")
     p.add_argument(
         "--joint-weights", default="1", help="weights of the descriptors' block, e.g. 0.5,1,1.5"
-    )
-    p.add_argument(
-        "--context",
-        default="",
-        help="neighbours k (comma-separated): add each cell's k nearest "
-        "cells' mean features beside its own (VOLTA's context, as a read-out)",
     )
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "screen")
     a = p.parse_args()
@@ -185,16 +163,6 @@ def main() -> None:
     fit = np.sort(np.random.default_rng(0).choice(n, min(n, 20000), replace=False))
     k = 3 if a.dataset == "brca" else 4
     descriptors = make_baseline("shape_colour").transform(cells)
-    contexts = [int(v) for v in filter(None, a.context.split(","))]
-    centroid = store["centroid"][:] if contexts else None
-    neighbours = {k: nearest_in_image(centroid, tile, k) for k in contexts}
-
-    def with_context(x, k, w=1.0):
-        """x beside the mean of each cell's k nearest cells' x, both blocks at equal variance."""
-        own = (x - x[fit].mean(0)) / np.sqrt(x[fit].var(0).sum())
-        ctx = own[neighbours[k]].mean(1)
-        ctx = (ctx - ctx[fit].mean(0)) / np.sqrt(ctx[fit].var(0).sum())
-        return np.hstack([own, w * ctx])
 
     def score(x):
         from sklearn.cluster import KMeans
@@ -223,10 +191,7 @@ def main() -> None:
                 cells.select(np.isin(np.arange(n), fit[:4000]))
             )
             x = x.transform(cells)
-        x = scale_features(name, x[fit], x)[1]
-        emit(name, score(x))
-        for k in contexts:
-            emit(f"{name} + context k{k}", score(with_context(x, k)))
+        emit(name, score(scale_features(name, x[fit], x)[1]))
     if a.no_ccrl:
         return
     cfg = bm.load_benchmark_config(PROFILE)
@@ -259,7 +224,6 @@ def main() -> None:
             weighted = joint.copy()
             weighted[:, -descriptors.shape[1] :] *= w  # the descriptors' block, w times as heavy
             readouts.append(("joint" if w == 1 else f"joint x{w:g}", weighted))
-        readouts += [(f"joint + context k{k}", with_context(joint, k)) for k in contexts]
         for readout, x in readouts:
             r = score(x)
             emit(f"ccrl[{a.tag}] {readout} seed {seed}", r, train_s=seconds)

@@ -27,16 +27,11 @@ SECTIONS = [
 
 HEADER = """# Benchmarks
 
-Every table below was printed by a script in `benchmarks/` (or by `wsi-ccrl benchmark`); each
-section names its command, the machine and the date. Rebuild this file with
-`python benchmarks/make_report.py` after re-running them. The machine for all of them: a 2-core
-x86_64 VM without a GPU, often shared with other jobs while measuring, so speeds are pessimistic;
-memory figures are not affected. Quality figures name their split: "validation" is carved from
-CoNSeP's Train by source tile (tiles 21–27) and is what settings were chosen on; a second
-validation fold (tiles 1–7) checks them, and folds 3 and 4 (tiles 8–14, 15–20) complete a 4-fold
-cross-validation by tile ("Every tile of Train held out once"); BRCA-M2C's train and val splits
-(90 breast tiles of 90 TCGA slides, 20x) are a second data set to choose label settings on; no
-test split is in this repository's reach.
+Every table was printed by a script in `benchmarks/` or by `wsi-ccrl benchmark`; each section names its
+command, machine and date (rebuild this file with `python benchmarks/make_report.py`). The machine: a
+shared 2-core x86_64 VM without a GPU, so speeds are pessimistic. Quality figures name their split:
+validation splits carved from CoNSeP Train by source tile, and BRCA-M2C's train / val; no test split is
+in reach.
 """
 
 

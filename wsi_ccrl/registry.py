@@ -29,9 +29,12 @@ class Registry(dict):
         self.modules, self.unknown, self.error = dict(modules), unknown, error
 
     def register(self, name: str, transform: Callable[[Any], Any] | None = None) -> Callable:
-        """Decorator: stores the class or factory (``transform(obj)`` if given) under ``name``."""
+        """Decorator: stores the class or factory (``transform(obj)`` if given) under ``name``; a
+        class also gets ``name`` as its ``name`` attribute."""
 
         def wrap(obj: Any) -> Any:
+            if isinstance(obj, type):
+                obj.name = name
             self[name] = transform(obj) if transform else obj
             return obj
 

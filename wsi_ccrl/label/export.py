@@ -100,18 +100,8 @@ EXPORT_FORMATS = Registry(
 )
 
 
-def register_export(name: str):
-    """Class decorator: ``@register_export("csv")`` makes ``--export csv`` write it."""
-
-    def wrap(cls: type) -> type:
-        cls.name = name
-        return EXPORT_FORMATS.register(name)(cls)
-
-    return wrap
-
-
-def export_names() -> tuple[str, ...]:
-    return EXPORT_FORMATS.names()
+register_export = EXPORT_FORMATS.register  # ``@register_export("csv")`` on a format class
+export_names = EXPORT_FORMATS.names
 
 
 def export_format(name: str) -> type:

@@ -4,7 +4,7 @@ ground-truth cells) and the end-to-end run (its typed nuclei) all read this regi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,18 +63,8 @@ class BenchmarkDataset:
         return f"{self.name} {', '.join(splits)} split"
 
 
-def register_dataset(name: str) -> Callable[[type[BenchmarkDataset]], type[BenchmarkDataset]]:
-    """Class decorator: ``@register_dataset("consep")`` makes ``benchmark DATASET`` find it."""
-
-    def wrap(cls: type[BenchmarkDataset]) -> type[BenchmarkDataset]:
-        cls.name = name
-        return DATASETS.register(name)(cls)
-
-    return wrap
-
-
-def dataset_names() -> tuple[str, ...]:
-    return DATASETS.names()
+register_dataset = DATASETS.register  # ``@register_dataset("consep")`` on a BenchmarkDataset
+dataset_names = DATASETS.names
 
 
 def get_dataset(name: str) -> BenchmarkDataset:

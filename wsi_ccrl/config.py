@@ -262,7 +262,8 @@ class LabelConfig:
     gpus: tuple[int, ...] | None = None  # CUDA device ids for DataParallel; None = all visible
     # the encoder's CPU engine: auto | torch | onnxruntime | openvino (wsi_ccrl/engine.py)
     engine: str = "auto"
-    export: tuple[str, ...] = ("geojson",)  # registered formats (label.export): geojson, csv, anndata
+    # registered formats (label.export): geojson, csv, anndata
+    export: tuple[str, ...] = ("geojson",)
     compress: bool | None = None  # gzip the GeoJSON; None: only above 100,000 cells
     # Douglas-Peucker tolerance of the outlines, pixels of the segmenter (0: exact pixel edges;
     # 0.5 keeps the area within 1 %, benchmarks/overlay_geometry.py)

@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import json
 import os
+from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -62,7 +63,7 @@ EXPORT_THREADS = 2  # chunks shaped and formatted at once (shapely and NumPy rel
 
 
 # --------------------------------------------------------------------------- the registry
-class SlideFormat:
+class SlideFormat(ABC):
     """One file per slide, streamed: ``header``, ``chunk`` for each chunk of rows in order,
     ``footer``; built once per store."""
 
@@ -75,22 +76,25 @@ class SlideFormat:
     def header(self) -> bytes:
         return b""
 
+    @abstractmethod
     def chunk(self, c: Chunk, first: bool) -> bytes:
-        raise NotImplementedError
+        """The rows of one chunk, as the file's bytes."""
 
     def footer(self) -> bytes:
         return b""
 
 
-class RunFormat:
+class RunFormat(ABC):
     """One file of every cell of a label run (all its stores)."""
 
+    @abstractmethod
     def write(self, stores: list, stems: list[str], styles: ClusterStyles, path: Path) -> Path:
-        raise NotImplementedError
+        """Write the file of every cell of ``stores`` to ``path``; return it."""
 
     @staticmethod
+    @abstractmethod
     def file_name(suffix: str) -> str:
-        raise NotImplementedError
+        """The file's name in the run's folder (``suffix``: a shard's, or empty)."""
 
 
 # name -> SlideFormat / RunFormat class; AnnData registers in its module, imported on use

@@ -50,7 +50,7 @@ from wsi_ccrl.label.features import FeatureSpace
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RADIUS_UM = {"brca": 3.0, "consep": 1.5}  # dots clicked by hand; centroids of drawn outlines
-PROFILE = ROOT / "wsi_ccrl" / "configs" / "benchmark-consep-quick.yaml"  # = the quick profile
+PROFILE = ROOT / "configs" / "benchmark-consep-quick.yaml"  # = the quick profile
 
 
 def detections(dataset: str, cache: Path) -> list[dict]:

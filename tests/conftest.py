@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SLIDE = ROOT / "wsi_ccrl" / "data" / "CMU-1-Small-Region.svs"
-CONFIGS = ROOT / "wsi_ccrl" / "configs"
+CONFIGS = ROOT / "configs"  # the shipped profiles (package wsi_ccrl_configs)
 FIXTURES = ROOT / "tests" / "fixtures"  # credits and terms: tests/fixtures/README.md
 CONSEP_PATCHES = FIXTURES / "consep" / "Train"  # 27 real CoNSeP patches with labels
 MONUSEG = FIXTURES / "monuseg"  # one real MoNuSeg crop (colon, 40x) with labels

@@ -1,7 +1,6 @@
-from pathlib import Path
-
 import pytest
 import yaml
+from conftest import CONFIGS
 
 from wsi_ccrl.config import (
     SECTION_TYPES,
@@ -13,8 +12,6 @@ from wsi_ccrl.config import (
     to_dict,
 )
 from wsi_ccrl.errors import ConfigError
-
-CONFIGS = Path(__file__).resolve().parents[1] / "wsi_ccrl" / "configs"
 
 
 def test_paper_defaults_match_dataclass_defaults():

@@ -4,6 +4,7 @@ import pytest
 from conftest import CONFIGS, SAMPLE_SLIDE
 
 from wsi_ccrl import resources
+from wsi_ccrl.config import SECTION_TYPES, load_section
 from wsi_ccrl.errors import WsiCcrlError
 from wsi_ccrl.io.slide import Slide
 
@@ -16,6 +17,16 @@ def test_sample_slide_and_profiles_are_package_data():
     assert {"ccrl", "quick", "benchmark-consep-quick"} <= set(resources.profiles())
     assert resources.profile("quick").samefile(CONFIGS / "quick.yaml")
     assert resources.profile("ccrl.yaml").samefile(CONFIGS / "ccrl.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+def test_every_profile_is_found_by_name_and_loads(name, tmp_path, monkeypatch):
+    """Each file of configs/ is found through the installed ``wsi_ccrl_configs`` package, from any
+    folder, and every section of it loads."""
+    monkeypatch.chdir(tmp_path)
+    assert resources.profile(name).samefile(CONFIGS / f"{name}.yaml")
+    for section in SECTION_TYPES:
+        load_section(section, name)
 
 
 def test_unknown_profile_is_one_line():

@@ -149,7 +149,7 @@ STEMS = ("small", "imagenet")  # the backbone's stems (wsi_ccrl.ccrl.backbone)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """CCRL model and optimisation; defaults are the paper's (``wsi_ccrl/configs/ccrl.yaml``)."""
+    """CCRL model and optimisation; defaults are the paper's (``configs/ccrl.yaml``)."""
 
     crop_size: int = 32
     stem: str = "small"  # one of STEMS; the backbone's docstring says what each does

@@ -1,8 +1,8 @@
-"""Files shipped inside the package: the config profiles and the sample slide.
+"""Files shipped with the package: the config profiles and the sample slide.
 
-They live in ``wsi_ccrl/configs`` and ``wsi_ccrl/data`` and are found with importlib.resources, so an
-installed wheel has them as a clone does. A profile can be named instead of given as a path
-(``--config quick``).
+They live in ``configs/`` (installed as the ``wsi_ccrl_configs`` package) and ``wsi_ccrl/data`` and
+are found with importlib.resources, so an installed wheel has them as a clone does. A profile can be
+named instead of given as a path (``--config quick``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 from wsi_ccrl.errors import WsiCcrlError
 
 SAMPLE_NAME = "CMU-1-Small-Region.svs"
+PROFILES = "wsi_ccrl_configs"  # configs/ at the top of the repository
 
 
-def bundled(*parts: str) -> Path:
+def bundled(*parts: str, package: str = "wsi_ccrl") -> Path:
     """A shipped file as a real path (wheels install unzipped; OpenSlide needs a file name)."""
-    ref = files("wsi_ccrl").joinpath(*parts)
-    path = Path(str(ref))
+    path = Path(str(files(package).joinpath(*parts)))
     if not path.is_file():
         raise WsiCcrlError(f"{'/'.join(parts)} is missing from this installation of wsi-ccrl")
     return path
@@ -31,8 +31,7 @@ def sample_slide() -> Path:
 
 def profiles() -> list[str]:
     """Names of the shipped config profiles (``ccrl``, ``quick``, ``benchmark-consep``, ...)."""
-    folder = Path(str(files("wsi_ccrl").joinpath("configs")))
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    return sorted(p.stem for p in Path(str(files(PROFILES))).glob("*.yaml"))
 
 
 def profile(name: str) -> Path:
@@ -40,4 +39,4 @@ def profile(name: str) -> Path:
     stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
     if stem not in profiles():
         raise WsiCcrlError(f"no config profile {name!r} (shipped: {', '.join(profiles())})")
-    return bundled("configs", f"{stem}.yaml")
+    return bundled(f"{stem}.yaml", package=PROFILES)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from wsi_ccrl_cli.options import device_option, gpus_option
+from wsi_ccrl_cli import options
+
+from wsi_ccrl.config import CLASS_SCHEMES, SPLITS
 
 
 def profile_config(dataset: str, profile: str) -> Path:
@@ -25,69 +27,54 @@ def profile_config(dataset: str, profile: str) -> Path:
 @click.option(
     "--data-dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=options.FOLDER,
     help="The dataset root (CoNSeP: Train/ and Test/; NuCLS: train/ and test/ with rgb/, csv/; "
     "BRCA-M2C: images/, labels/, brca_ds_<split>.txt).",
 )
 @click.option(
     "--cells",
     type=click.Choice(["ground-truth", "detected"]),
-    default=None,
     help="ground-truth: the paper's protocol on annotated nuclei; detected: segment, train and "
     "label the images as a user does, then score the detections (default for brca-m2c).",
 )
 @click.option(
     "--cohort",
-    default=None,
     help="detected: comma-separated splits segmented and trained on (default: train,val for "
     "brca-m2c; train,test for consep).",
 )
 @click.option(
     "--evaluate",
-    default=None,
     help="detected: comma-separated splits whose detections are scored (default: val / test).",
 )
 @click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="YAML config (default: the shipped benchmark-<dataset>[-quick] per --profile).",
 )
 @click.option(
     "--profile",
     type=click.Choice(["paper", "quick"]),
-    default=None,
     help="paper: the paper's settings (GPU); quick: a short CPU run. Default: paper.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Output folder (default: benchmark-<dataset>-<profile>).",
-)
+@options.out_option("Output folder (default: benchmark-<dataset>-<profile>).")
 @click.option(
     "--class-scheme",
-    type=click.Choice(["original7", "merged4"]),
-    default=None,
+    type=click.Choice(CLASS_SCHEMES),
     help="CoNSeP types: original7 (official release, merged to 4 here) or merged4 (pre-merged).",
 )
 @click.option(
     "--split",
-    type=click.Choice(["official", "tiles"]),
-    default=None,
+    type=click.Choice(SPLITS),
     help="official: Train/Test folders; tiles: split one folder by source tile (config's tiles).",
 )
 @click.option(
     "--folds",
     type=click.IntRange(min=2),
-    default=None,
     help="consep, ground-truth cells: cross-validation by source tile; the profile's validation "
     "tiles are fold 1, the other tiles N - 1 folds (OUT/foldI, OUT/folds.md).",
 )
-@device_option()
-@gpus_option()
+@options.placement_options()
 def benchmark(
     dataset: str,
     data_dir: Path,

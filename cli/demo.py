@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 
 import click
+from wsi_ccrl_cli import options
 
 
 @click.command()
 @click.option(
     "--slide",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
     help="Slide to run on (default: the bundled sample, CMU-1-Small-Region.svs).",
 )
 @click.option(
@@ -23,20 +23,11 @@ import click
     help="Profile for all three steps: a YAML file or a shipped profile's name "
     "(demo = quick with 5 epochs).",
 )
-@click.option(
-    "--roi", default=None, help="Only this region x,y,w,h (level-0 pixels): a quick look."
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo-out"),
-    show_default=True,
-)
-@click.option(
-    "--epochs", type=click.IntRange(min=1), default=None, help="Override training epochs."
-)
+@click.option("--roi", help="Only this region x,y,w,h (level-0 pixels): a quick look.")
+@options.out_option(None, default=Path("demo-out"), show_default=True)
+@click.option("--epochs", type=options.AT_LEAST_ONE, help="Override training epochs.")
 def demo(
-    slide: Path | None, config_path: str, roi: str | None, out: Path, epochs: int | None
+    slide: Path | None, config_path: str, roi: str | None, out_dir: Path, epochs: int | None
 ) -> None:
     """Segment the sample slide, train CCRL on its cells, label them and export QuPath overlays."""
     from wsi_ccrl.demo import run_demo
@@ -44,7 +35,9 @@ def demo(
     from wsi_ccrl.resources import sample_slide
 
     started = time.perf_counter()
-    result = run_demo(slide or sample_slide(), out, config_path, epochs=epochs, roi=parse_roi(roi))
+    result = run_demo(
+        slide or sample_slide(), out_dir, config_path, epochs=epochs, roi=parse_roi(roi)
+    )
     minutes = (time.perf_counter() - started) / 60
     click.echo(f"\nDone in {minutes:.1f} min. Wrote:")
     for label, path in result.items():

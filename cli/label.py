@@ -5,13 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from wsi_ccrl_cli.options import (
-    batch_size_option,
-    command_config,
-    config_option,
-    device_option,
-    gpus_option,
-)
+from wsi_ccrl_cli import options
+
+from wsi_ccrl.config import ENCODERS
 
 
 @click.command()
@@ -19,7 +15,7 @@ from wsi_ccrl_cli.options import (
     "--model",
     "model_path",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=options.FILE,
     help="RUN_DIR/model.pt written by `wsi-ccrl train`.",
 )
 @click.option(
@@ -29,25 +25,17 @@ from wsi_ccrl_cli.options import (
     type=click.Path(),
     help="Cell store (*.zarr) or a folder of them; repeat for several. One K-means for all.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default="label-out",
-    show_default=True,
-    help="Output folder.",
+@options.out_option(
+    "Output folder.", type=click.Path(file_okay=False), default="label-out", show_default=True
 )
-@click.option("--k", type=click.IntRange(min=2), default=None, help="Number of clusters.")
+@click.option("--k", type=click.IntRange(min=2), help="Number of clusters.")
 @click.option(
     "--encoder",
-    type=click.Choice(["momentum", "query"]),
-    default=None,
+    type=click.Choice(ENCODERS),
     help="Backbone to embed with (momentum: the paper's default).",
 )
 @click.option(
     "--export",
-    "export",
-    default=None,
     help="Comma-separated exports: geojson, csv (per slide), anndata (one .h5ad of every cell "
     "for scanpy); e.g. geojson,csv,anndata.",
 )
@@ -59,27 +47,19 @@ from wsi_ccrl_cli.options import (
 @click.option(
     "--simplify",
     type=click.FloatRange(0, 4),
-    default=None,
     help="Outline simplification tolerance, in the segmenter's pixels (0: exact pixel edges; "
     "default 0.5, area kept within 1 %).",
 )
-@click.option(
-    "--names",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="YAML: cluster id -> name (and optional color).",
-)
+@click.option("--names", type=options.FILE, help="YAML: cluster id -> name (and optional color).")
 @click.option(
     "--save-kmeans",
-    type=click.Path(dir_okay=False),
-    default=None,
+    type=options.FILE,
     help="Save the centroids, to label later slides with the same clusters.",
 )
 @click.option(
     "--kmeans",
     "kmeans_path",
-    type=click.Path(dir_okay=False),
-    default=None,
+    type=options.FILE,
     help="Reuse centroids saved with --save-kmeans (no refit).",
 )
 @click.option(
@@ -90,28 +70,24 @@ from wsi_ccrl_cli.options import (
 )
 @click.option(
     "--shard",
-    default=None,
     help="I/N: label every N-th store from the I-th (0-based; a job array's element), with "
     "--kmeans centroids.",
 )
 @click.option(
     "--fit-sample",
-    type=click.IntRange(min=1),
-    default=None,
+    type=options.AT_LEAST_ONE,
     help="Cells sampled across all stores to fit K-means.",
 )
-@click.option("--seed", type=int, default=None, help="Seed of the K-means sample and init.")
+@click.option("--seed", type=int, help="Seed of the K-means sample and init.")
 @click.option(
     "--features",
     type=click.Choice(["joint", "l2", "raw", "whiten"]),
-    default=None,
     help="How embeddings become K-means features (default joint: the embedding beside seven "
     "size, shape and colour numbers; a --kmeans file keeps its own).",
 )
-@device_option()
-@gpus_option()
-@batch_size_option()
-@config_option()
+@options.placement_options()
+@options.batch_size_option()
+@options.config_option()
 def label(
     model_path: str,
     data: tuple[str, ...],
@@ -140,7 +116,7 @@ def label(
         raise ConfigError("--fit-only needs --save-kmeans FILE, and no --kmeans or --shard")
     if kmeans_path is not None and k is None:
         k = KMeansModel.load(kmeans_path).k  # the file's k unless --k says otherwise
-    cfg = command_config("label", k=k)
+    cfg = options.command_config("label", k=k)
     if fit_only:
         km = fit_kmeans(model_path, list(data), save_kmeans, cfg)
         click.echo(

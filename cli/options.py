@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import click
 
 from wsi_ccrl.config import SECTION_TYPES, load_section
 
+# Parameter types the commands share (a click type holds no state). An option left without a
+# default is None when not given: a setting the config file then decides.
+FILE = click.Path(dir_okay=False)
+FOLDER = click.Path(file_okay=False, path_type=Path)
+POSITIVE = click.FloatRange(min=0, min_open=True)
+AT_LEAST_ONE = click.IntRange(min=1)
+
 
 def config_option():
     return click.option(
         "--config",
         "config_path",
-        type=click.Path(dir_okay=False),
-        default=None,
+        type=FILE,
         help="YAML config, or a shipped profile's name (ccrl: the paper's, quick: CPU-sized); "
         "options given here override it.",
     )
@@ -37,7 +44,6 @@ def device_option():
 
     return click.option(
         "--device",
-        default=None,
         callback=check,
         help="Where to compute: auto (CUDA when a GPU is visible), cpu, cuda or cuda:N.",
     )
@@ -46,15 +52,25 @@ def device_option():
 def gpus_option():
     """``--gpus 0,1``: the GPUs DataParallel spreads batches over (default: cuda:N alone, else
     every visible one), alike for train, label and benchmark."""
-    return click.option(
-        "--gpus", default=None, help="CUDA device ids for DataParallel, e.g. 0,1 (default: all)."
-    )
+    return click.option("--gpus", help="CUDA device ids for DataParallel, e.g. 0,1 (default: all).")
+
+
+def out_option(help: str | None, type: click.ParamType = FOLDER, **kwargs: Any):
+    """``--out``: the folder a command writes, passed as ``out_dir``."""
+    return click.option("--out", "out_dir", type=type, help=help, **kwargs)
+
+
+def placement_options():
+    """``--device`` then ``--gpus``: where train, label and benchmark compute."""
+
+    def decorate(command):
+        return device_option()(gpus_option()(command))
+
+    return decorate
 
 
 def batch_size_option():
-    return click.option(
-        "--batch-size", type=click.IntRange(min=1), default=None, help="Batch size."
-    )
+    return click.option("--batch-size", type=AT_LEAST_ONE, help="Batch size.")
 
 
 def command_config(section: str, **derived: Any):

@@ -6,52 +6,44 @@ from pathlib import Path
 from typing import Any
 
 import click
-from wsi_ccrl_cli.options import batch_size_option, command_config, config_option, device_option
+from wsi_ccrl_cli import options
 
 
 @click.command()
 @click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
+@options.out_option(
+    "Output folder: one <slide-stem>.zarr per slide, and segment-config.yaml.",
     type=click.Path(path_type=Path),
-    help="Output folder: one <slide-stem>.zarr per slide, and segment-config.yaml.",
+    required=True,
 )
-@config_option()
+@options.config_option()
 @click.option(
     "--segmenter",
-    default=None,
     help="auto (default): HoVer-Net if its weights are at hand, else embedded, else watershed; "
     "or any registered segmenter (hovernet, embedded, watershed, ...).",
 )
-@click.option("--model", default=None, help="TIAToolbox model name, e.g. hovernet_fast-pannuke.")
+@click.option("--model", help="TIAToolbox model name, e.g. hovernet_fast-pannuke.")
 @click.option(
-    "--weights",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Local state-dict file for --model (no download).",
+    "--weights", type=options.FILE, help="Local state-dict file for --model (no download)."
 )
 @click.option("--offline", is_flag=True, default=None, help="Never download model weights.")
 @click.option(
     "--mpp",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
+    type=options.POSITIVE,
     help="µm per level-0 pixel: overrides (or supplies) the slide's; plain images need it.",
 )
-@click.option("--roi", default=None, help="Region x,y,w,h in level-0 pixels.")
-@click.option("--tile-size", type=click.IntRange(min=32), default=None, help="Tile side, px.")
-@click.option("--crop-size", type=click.IntRange(min=4), default=None, help="Crop side, px.")
+@click.option("--roi", help="Region x,y,w,h in level-0 pixels.")
+@click.option("--tile-size", type=click.IntRange(min=32), help="Tile side, px.")
+@click.option("--crop-size", type=click.IntRange(min=4), help="Crop side, px.")
 @click.option(
     "--window-scale",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
+    type=options.POSITIVE,
     help="Crop window = scale x the nucleus's longer bbox side (2 CoNSeP, 1 NuCLS).",
 )
-@click.option("--shard", default=None, help="I/N: process slides I, I+N, I+2N, ... (0 <= I < N).")
+@click.option("--shard", help="I/N: process slides I, I+N, I+2N, ... (0 <= I < N).")
 @click.option("--overwrite", is_flag=True, default=None, help="Redo finished or partial stores.")
-@device_option()
-@batch_size_option()
+@options.device_option()
+@options.batch_size_option()
 def segment(
     slides: tuple[Path, ...],
     out_dir: Path,
@@ -65,7 +57,7 @@ def segment(
     listing one per line)."""
     from wsi_ccrl.io.tiles import parse_roi
 
-    cfg = command_config(
+    cfg = options.command_config(
         "segment", roi=parse_roi(roi), offline=offline or None, overwrite=overwrite or None
     )
     from wsi_ccrl.config import dump_yaml

@@ -6,38 +6,24 @@ from pathlib import Path
 from typing import Any
 
 import click
-from wsi_ccrl_cli.options import (
-    batch_size_option,
-    command_config,
-    config_option,
-    device_option,
-    gpus_option,
-)
+from wsi_ccrl_cli import options
 
 
 @click.command()
 @click.option(
     "--data",
-    "data",
     multiple=True,
     required=True,
     type=click.Path(exists=True, path_type=Path),
     help="A cell store (*.zarr) or a folder of them; repeat for several.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder: config, checkpoints, metrics.csv, model.pt.",
-)
-@config_option()
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
-@batch_size_option()
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam lr.")
-@device_option()
-@gpus_option()
-@click.option("--seed", type=int, default=None, help="Random seed.")
+@options.out_option("Run folder: config, checkpoints, metrics.csv, model.pt.", required=True)
+@options.config_option()
+@click.option("--epochs", type=options.AT_LEAST_ONE, help="Training epochs.")
+@options.batch_size_option()
+@click.option("--lr", type=options.POSITIVE, help="Adam lr.")
+@options.placement_options()
+@click.option("--seed", type=int, help="Random seed.")
 @click.option(
     "--resume/--no-resume",
     default=True,
@@ -46,7 +32,7 @@ from wsi_ccrl_cli.options import (
 )
 @click.option("--no-local-global", is_flag=True, help="Ablation: neither view is cropped.")
 @click.option("--no-predictor", is_flag=True, help="Ablation: no prediction head.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N steps.")
+@click.option("--max-steps", type=options.AT_LEAST_ONE, help="Stop after N steps.")
 def train(
     data: tuple[Path, ...],
     out_dir: Path,
@@ -56,7 +42,7 @@ def train(
     **settings: Any,  # --config and the options named as train settings: command_config's
 ) -> None:
     """Train CCRL on the cells of STORE... (same command under torchrun for several processes)."""
-    cfg = command_config(
+    cfg = options.command_config(
         "train",
         **{"augment.local_global": False if no_local_global else None},
         use_predictor=False if no_predictor else None,

@@ -247,6 +247,7 @@ def drop_retired(stored: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- label
+ENCODERS = ("momentum", "query")  # the backbone that embeds (label's --encoder)
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ class LabelConfig:
         check_engine("label", self.engine)
         checks = (
             (
-                self.encoder in ("momentum", "query"),
+                self.encoder in ENCODERS,
                 f"encoder must be momentum or query: {self.encoder}",
             ),
             (
@@ -314,6 +315,8 @@ class LabelConfig:
 
 
 # --------------------------------------------------------------------------- benchmark
+CLASS_SCHEMES = ("original7", "merged4")  # CoNSeP's types as released, or pre-merged to 4
+SPLITS = ("official", "tiles")  # train / test by folder or by source tile; "auto" picks one
 BENCHMARK_MODELS = (
     "ccrl",
     "ccrl_no_local_global",
@@ -358,11 +361,11 @@ class BenchmarkConfig:
 
     def validate(self) -> None:
         check_device("benchmark", self.device)
-        if self.class_scheme not in ("original7", "merged4"):
+        if self.class_scheme not in CLASS_SCHEMES:
             raise ConfigError(
                 f"benchmark.class_scheme: original7 or merged4, got {self.class_scheme!r}"
             )
-        if self.split not in ("auto", "official", "tiles"):
+        if self.split not in ("auto", *SPLITS):
             raise ConfigError(f"benchmark.split: auto, official or tiles, got {self.split!r}")
         if not self.seeds or not self.train_seeds:
             raise ConfigError("benchmark.seeds and benchmark.train_seeds need at least one seed")

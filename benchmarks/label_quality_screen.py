@@ -9,7 +9,8 @@ CCRL on every detection and clusters them as `label` does (K-means fit on a 20,0
 seeds 0-2). Scores: matched detections of the validation images (BRCA val, CoNSeP tiles 21-27)
 and of the whole cohort. Read-outs: l2 (the embedding), centre (each slide's mean removed),
 joint (label's `joint`: the embedding beside the seven shape and colour numbers, equal weight;
-`--joint-weights` scales the numbers' block).
+`--joint-weights` scales the numbers' block; `--ensemble` also scores the seeds' embeddings side
+by side).
 
     python benchmarks/label_quality_screen.py brca --out runs/screen --baselines shape_colour,manual
     python benchmarks/label_quality_screen.py brca --window um:16 --colour norm --out runs/screen
@@ -145,6 +146,7 @@ def main() -> None:
     p.add_argument(
         "--joint-weights", default="1", help="weights of the descriptors' block, e.g. 0.5,1,1.5"
     )
+    p.add_argument("--ensemble", action="store_true", help="also the seeds' models side by side")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "screen")
     a = p.parse_args()
     import torch
@@ -206,6 +208,7 @@ def main() -> None:
     values.update(device="cpu", num_workers=0, eval_every=10**6)
     train_cfg = build(TrainConfig, values, where="train")
     runs: dict[str, dict] = {}
+    embeddings: list[np.ndarray] = []
     for seed in (int(s) for s in a.seeds.split(",")):
         t0 = time.time()
         model = work / a.tag / "models" / f"ccrl-seed{seed}" / "model.pt"
@@ -213,6 +216,7 @@ def main() -> None:
             model = bm.train_ccrl(work / "cohort.zarr", work / a.tag, "ccrl", train_cfg, seed)
         seconds = round(time.time() - t0)
         emb = bm.embed(model, "momentum", cells.crops, cfg, "cpu")
+        embeddings.append(emb)
         l2 = FeatureSpace("l2").transform(emb)
         centred = l2.copy()
         for s in np.unique(slide):
@@ -231,6 +235,12 @@ def main() -> None:
                 runs.setdefault(readout, {}).setdefault(s, []).extend(r[s])
     for readout, r in runs.items():
         emit(f"ccrl[{a.tag}] {readout} mean", r, seeds=a.seeds)
+    if a.ensemble and len(embeddings) > 1:  # the seeds' models side by side, one feature space
+        ens = np.hstack([FeatureSpace("l2").transform(e) for e in embeddings])
+        both = np.hstack([ens, descriptors])
+        emit(f"ccrl[{a.tag}] l2 ensemble", score(ens / np.sqrt(len(embeddings))), seeds=a.seeds)
+        joint = FeatureSpace("joint").fit(both[fit]).transform(both)
+        emit(f"ccrl[{a.tag}] joint ensemble", score(joint), seeds=a.seeds)
 
 
 if __name__ == "__main__":

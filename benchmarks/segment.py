@@ -12,11 +12,15 @@ Cases (each in its own subprocess, so every peak RSS is separate):
 
 The large slide is made by tiling real H&E regions of the sample slide into a pyramidal, JPEG-tiled
 TIFF at 0.25 µm/px (built once, memory-mapped, then cached in --workdir). If peak RSS is flat from
-the sample (2220 x 2967 px) to the large slide, memory does not grow with slide size.
+the sample (2220 x 2967 px) to the large slide, memory does not grow with slide size. Two layouts:
+``large`` (1024² blocks of the sample side by side: tissue scattered in fragments with glass
+between them everywhere, the hard case for a tile plan) and ``section`` (one irregular piece of
+tissue with holes, as a section lies on a slide, filled with the sample's densest 512² blocks,
+glass around it).
 
     python benchmarks/segment.py                 # sample + 20,000² slide
     python benchmarks/segment.py --size 40000    # a 1.6-gigapixel slide
-    python benchmarks/segment.py --size 10000 --slides large --cases profile
+    python benchmarks/segment.py --size 10000 --slides large,section --cases profile
     python benchmarks/segment.py --end-to-end --slides large   # segment, label, export as a user
 
 ``--end-to-end`` runs the commands a user runs, each in its own process under ``/usr/bin/time``
@@ -191,10 +195,11 @@ class SegmenterAlone:
             images = [_read_box(self.slide, plan, t.read)[0] for t in tiles]
             views = [im[m : im.shape[0] - m, m : im.shape[1] - m] for im in images]
             self._time("tiles", views)
-            offsets = [t.core[0] - t.seg[0] for t in tiles]
-            patches = [
-                np.ascontiguousarray(v[o : o + p, o : o + p])
-                for v, o in zip(views, offsets, strict=True)
+            patches = [  # centred in the tile's box (trimmed boxes too); whole patches only
+                np.ascontiguousarray(v[y : y + p, x : x + p])
+                for v in views
+                if min(v.shape[:2]) >= p
+                for y, x in [((v.shape[0] - p) // 2, (v.shape[1] - p) // 2)]
             ]
             self._time("patches", patches)
             self.n_patches += len(patches)
@@ -399,6 +404,48 @@ def make_large_slide(path: Path, size: int, block: int = 1024) -> Path:
     return path
 
 
+def make_section_slide(path: Path, size: int, block: int = 512) -> Path:
+    """One irregular piece of tissue (smoothed noise, thresholded: ~45 % of the slide, with holes)
+    on glass, each ``block``² of it a block of the sample that is almost all tissue."""
+    import cv2
+
+    from wsi_ccrl.io.slide import Slide, write_pyramidal_tiff
+    from wsi_ccrl.io.tiles import tissue_mask
+
+    if path.exists():
+        return path
+    with Slide.open(SAMPLE) as s:
+        w, h = s.dimensions
+        image = s.read_level(0, 0, w, h, 0)
+    mask = tissue_mask(cv2.resize(image, (w // 16, h // 16), interpolation=cv2.INTER_AREA))
+    glass = np.median(image[cv2.resize(mask.astype(np.uint8), (w, h)) == 0], axis=0)
+    blocks = [
+        image[y : y + block, x : x + block]
+        for y in range(0, h - block, block // 4)
+        for x in range(0, w - block, block // 4)
+        if mask[y // 16 : (y + block) // 16, x // 16 : (x + block) // 16].mean() >= 0.9
+    ]
+    rng = np.random.default_rng(0)
+    n = -(-size // block)
+    yy, xx = np.mgrid[0:n, 0:n] / max(n - 1, 1) - 0.5
+    field = cv2.GaussianBlur(rng.normal(size=(n, n)), (0, 0), max(n / 10, 1))
+    field = field / field.std() - 4 * (xx**2 + yy**2)  # a blob towards the middle, ragged edges
+    inside = field > np.quantile(field, 0.55)
+    raw = path.with_suffix(".u8")
+    canvas = np.lib.format.open_memmap(raw, mode="w+", dtype=np.uint8, shape=(size, size, 3))
+    canvas[:] = glass.astype(np.uint8)
+    for i, j in zip(*np.nonzero(inside), strict=True):
+        b = np.rot90(blocks[rng.integers(len(blocks))], rng.integers(4))
+        y, x = i * block, j * block
+        bh, bw = min(block, size - y), min(block, size - x)
+        canvas[y : y + bh, x : x + bw] = b[:bh, :bw]
+    canvas.flush()
+    write_pyramidal_tiff(path, canvas, mpp=0.25, levels=6)
+    del canvas
+    raw.unlink()
+    return path
+
+
 def machine() -> str:
     import torch
 
@@ -417,7 +464,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (the embedded model's)")
     p.add_argument("--engine", default="auto", help="the embedded U-Net's CPU engine")
     p.add_argument("--cases", default="embedded,watershed,crops+store")
-    p.add_argument("--slides", default="sample,large")
+    p.add_argument("--slides", default="sample,large", help="sample, large, section")
     p.add_argument("--end-to-end", action="store_true", help="segment, label, export (see above)")
     p.add_argument("--child", nargs=3, metavar=("CASE", "SLIDE", "OUT"), help=argparse.SUPPRESS)
     p.add_argument(
@@ -446,8 +493,9 @@ def main() -> None:
             slides[name] = SAMPLE
         else:
             t = time.perf_counter()
-            slides[name] = make_large_slide(args.workdir / f"large-{args.size}.tif", args.size)
-            print(f"large slide ready ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+            make = {"large": make_large_slide, "section": make_section_slide}[name]
+            slides[name] = make(args.workdir / f"{name}-{args.size}.tif", args.size)
+            print(f"{name} slide ready ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
     if args.end_to_end:
         end_to_end(slides, args.workdir, args.device, args.engine)
         return

@@ -41,6 +41,20 @@ def test_tiles_without_tissue_are_dropped():
     assert all(t.core[2] <= 512 and t.core[3] <= 512 for t in plan)
 
 
+def test_tile_boxes_are_trimmed_to_the_tissue_they_hold():
+    mask = np.zeros((64, 64), bool)  # 16 target px per mask px (level 0 = target)
+    mask[20:24, 10:12] = True  # tissue at target x 160-192, y 320-384
+    plan = plan_tiles((1024, 1024), 0.25, 0.25, 1024, 64, crop_margin=8, mask=mask,
+                      mask_downsample=16.0)  # fmt: skip
+    (t,) = plan.tiles  # one core 0-896; its box, -64-960, trimmed in 128 px steps
+    assert t.core == (0, 0, 896, 896)
+    assert t.seg == (64, 192, 320, 448)  # holds the tissue grown by the 64 px overlap
+    assert t.read == (56, 184, 328, 456)  # the box + the crop margin
+    full = plan_tiles((1024, 1024), 0.25, 0.25, 1024, 64, mask=np.ones((64, 64), bool),
+                      mask_downsample=16.0)  # fmt: skip
+    assert full.tiles[0].seg == (-64, -64, 960, 960)  # tissue everywhere: nothing trimmed
+
+
 def test_roi_errors():
     assert parse_roi("1,2,30,40") == (1, 2, 30, 40)
     for bad in ("1,2,3", "a,b,c,d", "0,0,-5,5"):

@@ -43,6 +43,7 @@ from wsi_ccrl.segment.base import Nuclei, Segmenter
 from wsi_ccrl.segment.stages import STAGES
 
 log = get_logger(__name__)
+RESOLVE_THREADS = 2  # tiles post-processed at once (BENCHMARKS.md: whole-slide profile)
 
 
 # --------------------------------------------------------------------------- one slide
@@ -145,7 +146,12 @@ def _segment_open_slide(
 
     def finish(batch: list[Tile], images: list[tuple], views: list, inferred) -> None:
         with STAGES("resolve"):
-            nuclei = seg.resolve(views, inferred)
+            if isinstance(inferred, list) and len(inferred) == len(views) > 1:
+                # per-tile maps: their post-processing (GIL-free numpy / scipy / OpenCV) on two
+                # threads, so a network faster than it is not kept waiting
+                nuclei = list(resolver.map(lambda v, i: seg.resolve([v], [i])[0], views, inferred))
+            else:
+                nuclei = seg.resolve(views, inferred)
         for tile, (image, mapping), nuc in zip(batch, images, nuclei, strict=True):
             with STAGES("cells"):
                 cells = tile_cells(tile, image, mapping, nuc, plan, cfg, read_box)
@@ -153,7 +159,7 @@ def _segment_open_slide(
                 writer.add(cells, tiles=1)
             bar.update(1)
 
-    with bar:
+    with bar, ThreadPoolExecutor(RESOLVE_THREADS, thread_name_prefix="segment-resolve") as resolver:
         _stream(_read_ahead(slide, plan, start, cfg.batch_size), plan.crop_margin, seg, finish)
     with STAGES("store"):
         store = writer.finalize()

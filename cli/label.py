@@ -7,7 +7,7 @@ from typing import Any
 import click
 from wsi_ccrl_cli import options
 
-from wsi_ccrl.config import ENCODERS
+from wsi_ccrl.config import ENCODERS, FEATURES
 
 
 @click.command()
@@ -81,7 +81,7 @@ from wsi_ccrl.config import ENCODERS
 @click.option("--seed", type=int, help="Seed of the K-means sample and init.")
 @click.option(
     "--features",
-    type=click.Choice(["joint", "l2", "raw", "whiten"]),
+    type=click.Choice(FEATURES),
     help="How embeddings become K-means features (default joint: the embedding beside seven "
     "size, shape and colour numbers; a --kmeans file keeps its own).",
 )

@@ -248,6 +248,7 @@ def drop_retired(stored: dict[str, Any], where: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- label
 ENCODERS = ("momentum", "query")  # the backbone that embeds (label's --encoder)
+FEATURES = ("raw", "l2", "whiten", "joint")  # embeddings -> K-means features (label/features.py)
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ class LabelConfig:
                 f"encoder must be momentum or query: {self.encoder}",
             ),
             (
-                self.features in ("raw", "l2", "whiten", "joint"),
+                self.features in FEATURES,
                 f"features must be raw, l2, whiten or joint: {self.features}",
             ),
             (

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsi_ccrl.config import LabelConfig
+from wsi_ccrl.config import FEATURES, LabelConfig
 
-FEATURES = ("raw", "l2", "whiten", "joint")
 N_DESCRIPTORS = 7  # trailing columns of a ``joint`` input row (``label.descriptors``)
 
 

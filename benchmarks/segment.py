@@ -379,29 +379,18 @@ def end_to_end(slides: dict[str, Path], workdir: Path, device: str, engine: str)
 # --------------------------------------------------------------------------- parent side
 def make_large_slide(path: Path, size: int, block: int = 1024) -> Path:
     """Tile real H&E blocks of the sample (flipped/rotated for variety) into a ``size``² pyramid."""
-    from wsi_ccrl.io.slide import Slide, write_pyramidal_tiff
+    from wsi_ccrl.io.slide import Slide
 
     if path.exists():
         return path
-    raw = path.with_suffix(".u8")
-    canvas = np.lib.format.open_memmap(raw, mode="w+", dtype=np.uint8, shape=(size, size, 3))
     with Slide.open(SAMPLE) as s:
         w, h = s.dimensions
         offsets = [
             (x, y) for y in range(0, h - block, block // 2) for x in range(0, w - block, 512)
         ]
         blocks = [s.read_level(x, y, block, block, 0) for x, y in offsets]
-    rng = np.random.default_rng(0)
-    for y in range(0, size, block):
-        for x in range(0, size, block):
-            b = np.rot90(blocks[rng.integers(len(blocks))], rng.integers(4))
-            bh, bw = min(block, size - y), min(block, size - x)
-            canvas[y : y + bh, x : x + bw] = b[:bh, :bw]
-    canvas.flush()
-    write_pyramidal_tiff(path, canvas, mpp=0.25, levels=6)
-    del canvas
-    raw.unlink()
-    return path
+    n = -(-size // block)
+    return _paint_slide(path, size, blocks, np.ones((n, n), bool), np.random.default_rng(0))
 
 
 def make_section_slide(path: Path, size: int, block: int = 512) -> Path:
@@ -409,7 +398,7 @@ def make_section_slide(path: Path, size: int, block: int = 512) -> Path:
     on glass, each ``block``² of it a block of the sample that is almost all tissue."""
     import cv2
 
-    from wsi_ccrl.io.slide import Slide, write_pyramidal_tiff
+    from wsi_ccrl.io.slide import Slide
     from wsi_ccrl.io.tiles import tissue_mask
 
     if path.exists():
@@ -431,10 +420,20 @@ def make_section_slide(path: Path, size: int, block: int = 512) -> Path:
     field = cv2.GaussianBlur(rng.normal(size=(n, n)), (0, 0), max(n / 10, 1))
     field = field / field.std() - 4 * (xx**2 + yy**2)  # a blob towards the middle, ragged edges
     inside = field > np.quantile(field, 0.55)
+    return _paint_slide(path, size, blocks, inside, rng, glass.astype(np.uint8))
+
+
+def _paint_slide(path, size, blocks, where, rng, glass=None) -> Path:
+    """A ``size``² pyramidal TIFF at 0.25 µm/px: a random block (turned by a random right angle)
+    on each cell of the ``where`` grid, ``glass`` elsewhere; painted on a memory-mapped canvas."""
+    from wsi_ccrl.io.slide import write_pyramidal_tiff
+
+    block = blocks[0].shape[0]
     raw = path.with_suffix(".u8")
     canvas = np.lib.format.open_memmap(raw, mode="w+", dtype=np.uint8, shape=(size, size, 3))
-    canvas[:] = glass.astype(np.uint8)
-    for i, j in zip(*np.nonzero(inside), strict=True):
+    if glass is not None:
+        canvas[:] = glass
+    for i, j in zip(*np.nonzero(where), strict=True):
         b = np.rot90(blocks[rng.integers(len(blocks))], rng.integers(4))
         y, x = i * block, j * block
         bh, bw = min(block, size - y), min(block, size - x)

@@ -3,7 +3,7 @@ segmenter's detections of BRCA-M2C (train + val, 90 slides) or CoNSeP's Train pa
 
 Faster than `wsi-ccrl benchmark ... --cells detected` for comparing variants: the detections are
 computed once (embedded segmenter at 0.25 µm/px, BRCA tiles resampled from their own resolution)
-and cached; each variant only re-cuts the crops (window relative to the nucleus, or fixed in µm;
+and cached; each variant only re-cuts the crops (window 2 or S times the nucleus's box, or fixed in µm;
 raw colour, or each slide Reinhard-normalised to CoNSeP's statistics) into one cohort store, trains
 CCRL on every detection and clusters them as `label` does (K-means fit on a 20,000-cell sample,
 seeds 0-2). Scores: matched detections of the validation images (BRCA val, CoNSeP tiles 21-27)
@@ -110,7 +110,10 @@ def _at_quarter_micron(path: Path, mpp: float) -> np.ndarray:
 
 def cohort_store(det: list[dict], path: Path, window: str, colour: str) -> Path:
     """One store of every detection, crops cut by the variant's rule (reused when unchanged)."""
-    ws, mw = (2.0, 16.0) if window == "adaptive" else (0.0, float(window.split(":")[1]) / 0.25)
+    if window == "adaptive" or window.startswith("scale:"):  # S x the nucleus's box
+        ws, mw = (2.0 if window == "adaptive" else float(window.split(":")[1])), 16.0
+    else:
+        ws, mw = 0.0, float(window.split(":")[1]) / 0.25
     attrs = {"window": window, "colour": colour, "mpp": 0.25, "min_window": mw}
     spec = CropSpec(32, ws, mw)
     if store_matches(path, attrs, spec):
@@ -136,7 +139,11 @@ def cohort_store(det: list[dict], path: Path, window: str, colour: str) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("dataset", choices=["brca", "consep"])
-    p.add_argument("--window", default="adaptive", help="adaptive | um:W (fixed W µm)")
+    p.add_argument(
+        "--window",
+        default="adaptive",
+        help="adaptive | scale:S (S x the nucleus box) | um:W (W µm)",
+    )
     p.add_argument("--colour", default="raw", choices=["raw", "norm"])
     p.add_argument("--train", nargs="*", default=[], help="train overrides key=value (YAML)")
     p.add_argument("--tag", default="quick", help="name of the training variant")

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
+import numpy as np
 import pytest
 import torch
 
 from wsi_ccrl.config import load_section
 from wsi_ccrl.errors import ConfigError, WsiCcrlError
-from wsi_ccrl.runtime import atomic_save_torch, atomic_write, atomic_write_text, resolve_device
+from wsi_ccrl.runtime import (
+    atomic_save_torch,
+    atomic_write,
+    atomic_write_text,
+    release_freed_heap,
+    resolve_device,
+)
 
 
 def test_auto_and_cpu_resolve_to_torch_devices():
@@ -77,3 +86,17 @@ def test_gpus_follow_one_rule_for_every_command():
     visible = torch.cuda.device_count()
     with pytest.raises(WsiCcrlError, match=f"--gpus {visible} does not exist"):
         resolve_gpus(torch.device("cuda"), (visible,))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_release_freed_heap_hands_freed_memory_back():
+    import psutil
+
+    rss = psutil.Process().memory_info
+    blocks = [np.ones(100_000 // 8) for _ in range(2_000)]  # 200 MB of heap, not mmap
+    keep = blocks[-1]  # holds the heap's top, so free() alone cannot shrink it
+    del blocks
+    held = rss().rss
+    release_freed_heap()
+    assert held - rss().rss > 100 * 2**20
+    assert keep.sum() == keep.size

@@ -39,10 +39,12 @@ from wsi_ccrl.io.store import (
 from wsi_ccrl.io.store_lock import StoreLock
 from wsi_ccrl.io.tiles import Tile, TilePlan, plan_tiles, tissue_mask
 from wsi_ccrl.log import get_logger, progress_enabled
+from wsi_ccrl.runtime import release_freed_heap
 from wsi_ccrl.segment.base import Nuclei, Segmenter
 from wsi_ccrl.segment.stages import STAGES
 
 log = get_logger(__name__)
+RELEASE_EVERY = 4  # batches between handing freed heap back (peak RSS flat with slide size)
 RESOLVE_THREADS = 2  # tiles post-processed at once (BENCHMARKS.md: whole-slide profile)
 
 
@@ -144,6 +146,8 @@ def _segment_open_slide(
     def read_box(box: tuple[int, int, int, int]) -> np.ndarray:
         return _read_box(slide, plan, box)[0]
 
+    batches_done = [0]
+
     def finish(batch: list[Tile], images: list[tuple], views: list, inferred) -> None:
         with STAGES("resolve"):
             if isinstance(inferred, list) and len(inferred) == len(views) > 1:
@@ -158,6 +162,10 @@ def _segment_open_slide(
             with STAGES("store"):
                 writer.add(cells, tiles=1)
             bar.update(1)
+        batches_done[0] += 1
+        if batches_done[0] % RELEASE_EVERY == 0:
+            with STAGES("release freed heap"):
+                release_freed_heap()
 
     with bar, ThreadPoolExecutor(RESOLVE_THREADS, thread_name_prefix="segment-resolve") as resolver:
         _stream(_read_ahead(slide, plan, start, cfg.batch_size), plan.crop_margin, seg, finish)

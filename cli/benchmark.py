@@ -31,10 +31,10 @@ def profile_config(dataset: str, profile: str) -> Path:
     help="The dataset root (CoNSeP: Train/ and Test/; NuCLS: train/ and test/ with rgb/, csv/; "
     "BRCA-M2C: images/, labels/, brca_ds_<split>.txt).",
 )
-@click.option(
+@options.choice_option(
     "--cells",
-    type=click.Choice(["ground-truth", "detected"]),
-    help="ground-truth: the paper's protocol on annotated nuclei; detected: segment, train and "
+    ["ground-truth", "detected"],
+    "ground-truth: the paper's protocol on annotated nuclei; detected: segment, train and "
     "label the images as a user does, then score the detections (default for brca-m2c).",
 )
 @click.option(
@@ -52,21 +52,21 @@ def profile_config(dataset: str, profile: str) -> Path:
     type=click.Path(dir_okay=False, path_type=Path),
     help="YAML config (default: the shipped benchmark-<dataset>[-quick] per --profile).",
 )
-@click.option(
+@options.choice_option(
     "--profile",
-    type=click.Choice(["paper", "quick"]),
-    help="paper: the paper's settings (GPU); quick: a short CPU run. Default: paper.",
+    ["paper", "quick"],
+    "paper: the paper's settings (GPU); quick: a short CPU run. Default: paper.",
 )
 @options.out_option("Output folder (default: benchmark-<dataset>-<profile>).")
-@click.option(
+@options.choice_option(
     "--class-scheme",
-    type=click.Choice(CLASS_SCHEMES),
-    help="CoNSeP types: original7 (official release, merged to 4 here) or merged4 (pre-merged).",
+    CLASS_SCHEMES,
+    "CoNSeP types: original7 (official release, merged to 4 here) or merged4 (pre-merged).",
 )
-@click.option(
+@options.choice_option(
     "--split",
-    type=click.Choice(SPLITS),
-    help="official: Train/Test folders; tiles: split one folder by source tile (config's tiles).",
+    SPLITS,
+    "official: Train/Test folders; tiles: split one folder by source tile (config's tiles).",
 )
 @click.option(
     "--folds",

@@ -29,10 +29,10 @@ from wsi_ccrl.config import ENCODERS, FEATURES
     "Output folder.", type=click.Path(file_okay=False), default="label-out", show_default=True
 )
 @click.option("--k", type=click.IntRange(min=2), help="Number of clusters.")
-@click.option(
+@options.choice_option(
     "--encoder",
-    type=click.Choice(ENCODERS),
-    help="Backbone to embed with (momentum: the paper's default).",
+    ENCODERS,
+    "Backbone to embed with (momentum: the paper's default).",
 )
 @click.option(
     "--export",
@@ -79,10 +79,10 @@ from wsi_ccrl.config import ENCODERS, FEATURES
     help="Cells sampled across all stores to fit K-means.",
 )
 @click.option("--seed", type=int, help="Seed of the K-means sample and init.")
-@click.option(
+@options.choice_option(
     "--features",
-    type=click.Choice(FEATURES),
-    help="How embeddings become K-means features (default joint: the embedding beside seven "
+    FEATURES,
+    "How embeddings become K-means features (default joint: the embedding beside seven "
     "size, shape and colour numbers; a --kmeans file keeps its own).",
 )
 @options.placement_options()

@@ -18,6 +18,11 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 AT_LEAST_ONE = click.IntRange(min=1)
 
 
+def choice_option(name: str, choices: tuple[str, ...] | list[str], help: str):
+    """``name`` taking one of ``choices`` (a list the config checks too, so the two agree)."""
+    return click.option(name, type=click.Choice(list(choices)), help=help)
+
+
 def config_option():
     return click.option(
         "--config",

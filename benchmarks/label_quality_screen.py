@@ -3,14 +3,13 @@ segmenter's detections of BRCA-M2C (train + val, 90 slides) or CoNSeP's Train pa
 
 Faster than `wsi-ccrl benchmark ... --cells detected` for comparing variants: the detections are
 computed once (embedded segmenter at 0.25 µm/px, BRCA tiles resampled from their own resolution)
-and cached; each variant only re-cuts the crops (window 2 or S times the nucleus's box, or fixed in µm;
+and cached; each variant only re-cuts the crops (window relative to the nucleus, or fixed in µm;
 raw colour, or each slide Reinhard-normalised to CoNSeP's statistics) into one cohort store, trains
 CCRL on every detection and clusters them as `label` does (K-means fit on a 20,000-cell sample,
 seeds 0-2). Scores: matched detections of the validation images (BRCA val, CoNSeP tiles 21-27)
 and of the whole cohort. Read-outs: l2 (the embedding), centre (each slide's mean removed),
 joint (label's `joint`: the embedding beside the seven shape and colour numbers, equal weight;
-`--joint-weights` scales the numbers' block; `--ensemble` also scores the seeds' embeddings side
-by side).
+`--joint-weights` scales the numbers' block).
 
     python benchmarks/label_quality_screen.py brca --out runs/screen --baselines shape_colour,manual
     python benchmarks/label_quality_screen.py brca --window um:16 --colour norm --out runs/screen
@@ -110,10 +109,7 @@ def _at_quarter_micron(path: Path, mpp: float) -> np.ndarray:
 
 def cohort_store(det: list[dict], path: Path, window: str, colour: str) -> Path:
     """One store of every detection, crops cut by the variant's rule (reused when unchanged)."""
-    if window == "adaptive" or window.startswith("scale:"):  # S x the nucleus's box
-        ws, mw = (2.0 if window == "adaptive" else float(window.split(":")[1])), 16.0
-    else:
-        ws, mw = 0.0, float(window.split(":")[1]) / 0.25
+    ws, mw = (2.0, 16.0) if window == "adaptive" else (0.0, float(window.split(":")[1]) / 0.25)
     attrs = {"window": window, "colour": colour, "mpp": 0.25, "min_window": mw}
     spec = CropSpec(32, ws, mw)
     if store_matches(path, attrs, spec):
@@ -139,11 +135,7 @@ def cohort_store(det: list[dict], path: Path, window: str, colour: str) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("dataset", choices=["brca", "consep"])
-    p.add_argument(
-        "--window",
-        default="adaptive",
-        help="adaptive | scale:S (S x the nucleus box) | um:W (W µm)",
-    )
+    p.add_argument("--window", default="adaptive", help="adaptive | um:W (fixed W µm)")
     p.add_argument("--colour", default="raw", choices=["raw", "norm"])
     p.add_argument("--train", nargs="*", default=[], help="train overrides key=value (YAML)")
     p.add_argument("--tag", default="quick", help="name of the training variant")
@@ -153,7 +145,6 @@ def main() -> None:
     p.add_argument(
         "--joint-weights", default="1", help="weights of the descriptors' block, e.g. 0.5,1,1.5"
     )
-    p.add_argument("--ensemble", action="store_true", help="also the seeds' models side by side")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "screen")
     a = p.parse_args()
     import torch
@@ -215,7 +206,6 @@ def main() -> None:
     values.update(device="cpu", num_workers=0, eval_every=10**6)
     train_cfg = build(TrainConfig, values, where="train")
     runs: dict[str, dict] = {}
-    embeddings: list[np.ndarray] = []
     for seed in (int(s) for s in a.seeds.split(",")):
         t0 = time.time()
         model = work / a.tag / "models" / f"ccrl-seed{seed}" / "model.pt"
@@ -223,7 +213,6 @@ def main() -> None:
             model = bm.train_ccrl(work / "cohort.zarr", work / a.tag, "ccrl", train_cfg, seed)
         seconds = round(time.time() - t0)
         emb = bm.embed(model, "momentum", cells.crops, cfg, "cpu")
-        embeddings.append(emb)
         l2 = FeatureSpace("l2").transform(emb)
         centred = l2.copy()
         for s in np.unique(slide):
@@ -242,12 +231,6 @@ def main() -> None:
                 runs.setdefault(readout, {}).setdefault(s, []).extend(r[s])
     for readout, r in runs.items():
         emit(f"ccrl[{a.tag}] {readout} mean", r, seeds=a.seeds)
-    if a.ensemble and len(embeddings) > 1:  # the seeds' models side by side, one feature space
-        ens = np.hstack([FeatureSpace("l2").transform(e) for e in embeddings])
-        both = np.hstack([ens, descriptors])
-        emit(f"ccrl[{a.tag}] l2 ensemble", score(ens / np.sqrt(len(embeddings))), seeds=a.seeds)
-        joint = FeatureSpace("joint").fit(both[fit]).transform(both)
-        emit(f"ccrl[{a.tag}] joint ensemble", score(joint), seeds=a.seeds)
 
 
 if __name__ == "__main__":

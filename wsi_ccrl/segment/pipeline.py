@@ -45,7 +45,6 @@ from wsi_ccrl.segment.stages import STAGES
 
 log = get_logger(__name__)
 RELEASE_EVERY = 4  # batches between handing freed heap back (peak RSS flat with slide size)
-RESOLVE_THREADS = 2  # tiles post-processed at once (BENCHMARKS.md: whole-slide profile)
 
 
 # --------------------------------------------------------------------------- one slide
@@ -146,28 +145,24 @@ def _segment_open_slide(
     def read_box(box: tuple[int, int, int, int]) -> np.ndarray:
         return _read_box(slide, plan, box)[0]
 
-    batches_done = [0]
+    batches_done = 0
 
     def finish(batch: list[Tile], images: list[tuple], views: list, inferred) -> None:
         with STAGES("resolve"):
-            if isinstance(inferred, list) and len(inferred) == len(views) > 1:
-                # per-tile maps: their post-processing (GIL-free numpy / scipy / OpenCV) on two
-                # threads, so a network faster than it is not kept waiting
-                nuclei = list(resolver.map(lambda v, i: seg.resolve([v], [i])[0], views, inferred))
-            else:
-                nuclei = seg.resolve(views, inferred)
+            nuclei = seg.resolve(views, inferred)
         for tile, (image, mapping), nuc in zip(batch, images, nuclei, strict=True):
             with STAGES("cells"):
                 cells = tile_cells(tile, image, mapping, nuc, plan, cfg, read_box)
             with STAGES("store"):
                 writer.add(cells, tiles=1)
             bar.update(1)
-        batches_done[0] += 1
-        if batches_done[0] % RELEASE_EVERY == 0:
+        nonlocal batches_done
+        batches_done += 1
+        if batches_done % RELEASE_EVERY == 0:
             with STAGES("release freed heap"):
                 release_freed_heap()
 
-    with bar, ThreadPoolExecutor(RESOLVE_THREADS, thread_name_prefix="segment-resolve") as resolver:
+    with bar:
         _stream(_read_ahead(slide, plan, start, cfg.batch_size), plan.crop_margin, seg, finish)
     with STAGES("store"):
         store = writer.finalize()

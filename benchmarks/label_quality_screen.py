@@ -152,10 +152,12 @@ def main() -> None:
     torch.set_num_threads(1)
     det = detections(a.dataset, a.out / f"detections-{a.dataset}.pkl")
     work = a.out / f"{a.dataset}-{a.window.replace(':', '')}-{a.colour}"
-    store = CellStore.open(cohort_store(det, work / "cohort.zarr", a.window, a.colour))
+    store = CellStore.open(cohort_store(det, work / "cohort.zarr", a.window, a.colour), "r+")
     cells = load_cells(store)
     tile = store["tile"][:]
     slide = np.unique([r["slide"] for r in det], return_inverse=True)[1][tile]
+    if "slide" not in store:  # what `train` sees as a slide: each image, as one store per image
+        store.write_column("slide", tile.astype(np.int32))
     val = np.array([r["split"] == "val" for r in det])[tile]
     y = cells.gt_class.astype(np.int64)
     scopes = {"val": np.flatnonzero((y >= 0) & val), "all": np.flatnonzero(y >= 0)}

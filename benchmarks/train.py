@@ -74,11 +74,11 @@ def sync(device: torch.device) -> None:
 def input_rate(data: CellCrops, views: CellViews, batch: int, steps: int, device) -> float:
     """Images/s of reading + both views, over ``steps`` batches after one warm-up batch."""
     it = data.batches(0, batch, seed=0)
-    x = torch.from_numpy(next(it)[0]).to(device)
+    x = torch.from_numpy(next(it)).to(device)
     views(x)
     sync(device)
     t0, n = time.perf_counter(), 0
-    for _, (crops, _slides) in zip(range(steps), it, strict=False):
+    for _, crops in zip(range(steps), it, strict=False):
         q, k = views(torch.from_numpy(crops).to(device, non_blocking=True))
         n += len(crops)
     sync(device)
@@ -95,10 +95,10 @@ def train_rate(data: CellCrops, cfg: TrainConfig, steps: int, device: torch.devi
     views = CellViews(cfg.augment, cfg.crop_size).to(device)
     opt = build_optimizer(model, cfg)
     it = data.batches(0, cfg.batch_size, seed=0)
-    train_step(model, views, opt, next(it)[0], cfg.lr, 0, device, cuda, cuda)
+    train_step(model, views, opt, next(it), cfg.lr, 0, device, cuda, cuda)
     sync(device)
     t0, n = time.perf_counter(), 0
-    for i, (crops, _slides) in zip(range(steps), it, strict=False):
+    for i, crops in zip(range(steps), it, strict=False):
         loss = train_step(model, views, opt, crops, cfg.lr, i + 1, device, cuda, cuda)
         n += len(crops)
     float(loss)

@@ -145,7 +145,6 @@ class AugmentConfig:
 
 
 STEMS = ("small", "imagenet")  # the backbone's stems (wsi_ccrl.ccrl.backbone)
-NEGATIVES = ("all", "slide")  # which queued keys are a query's negatives (wsi_ccrl.ccrl.losses)
 
 
 @dataclass(frozen=True)
@@ -162,10 +161,6 @@ class TrainConfig:
     temperature: float = 0.07
     momentum: float = 0.999
     shuffle_bn: bool = True
-    negatives: str = "all"  # one of NEGATIVES: "slide" keeps only keys of the query's own slide
-    slides_per_batch: int = (
-        4  # with negatives "slide": a batch holds cells of about this many slides
-    )
     epochs: int = 500
     min_steps: int = 0  # at least this many optimiser steps: a small cohort trains more epochs
     warmup_epochs: float = 10  # a fraction of an epoch too (short runs)
@@ -196,12 +191,7 @@ class TrainConfig:
         check_device("train", self.device)
         if self.stem not in STEMS:
             raise ConfigError(f"train.stem: one of {', '.join(STEMS)}, got {self.stem!r}")
-        if self.negatives not in NEGATIVES:
-            raise ConfigError(
-                f"train.negatives: one of {', '.join(NEGATIVES)}, got {self.negatives!r}"
-            )
         positive = ("crop_size", "proj_hidden", "proj_dim", "pred_hidden", "queue_size", "epochs")
-        positive += ("slides_per_batch",)
         for name in (*positive, "checkpoint_every", "eval_max_cells"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")

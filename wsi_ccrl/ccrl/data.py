@@ -5,10 +5,7 @@ ones are streamed chunk-wise: chunks in a random order, rows shuffled within a b
 ``buffer_chunks`` chunks, so reads stay near sequential speed. Under DDP each rank takes its own
 share (of the permutation in memory, of the chunks when streaming) and every rank runs the same
 number of steps. The order depends only on (seed, epoch), so a resumed run sees the same batches.
-A batch is uint8 crops (B, S, S, 3), the augmentation runs on the training device afterwards,
-and each crop's slide id (B,): a store is one slide unless it holds a ``slide`` column (a cohort
-store of many images). With ``slides_per_batch`` an in-memory epoch is laid out in runs of cells
-of one slide, so a batch holds about that many slides (same-slide negatives need company).
+Batches are uint8 (B, S, S, 3); the augmentation runs on the training device afterwards.
 """
 
 from __future__ import annotations
@@ -64,8 +61,6 @@ class CellCrops:
         in_memory_max_cells: load everything once when there are at most this many cells.
         buffer_chunks: chunks shuffled together when streaming.
         prefetch: batches read ahead in a background thread (0: read in the caller's thread).
-        slides_per_batch: lay batches out from about this many slides each (in memory; None:
-            cells fully shuffled).
     """
 
     def __init__(
@@ -74,10 +69,8 @@ class CellCrops:
         in_memory_max_cells: int = TrainConfig.in_memory_max_cells,
         buffer_chunks: int = 8,
         prefetch: int = 2,
-        slides_per_batch: int | None = None,
     ):
         self.stores = stores
-        self.slides_per_batch = slides_per_batch
         self.crop_size = stores[0].crop_size
         self.buffer_chunks = max(1, buffer_chunks)
         self.prefetch = prefetch
@@ -85,8 +78,6 @@ class CellCrops:
         self.n_cells = sum(s.n_cells for s in stores)
         self.in_memory = self.n_cells <= in_memory_max_cells
         self._crops: np.ndarray | None = None
-        self._slides = np.concatenate([_slide_ids(s, i) for i, s in enumerate(stores)])
-        self._slides = np.unique(self._slides, axis=0, return_inverse=True)[1].ravel()
         if self.in_memory:
             self._crops = np.concatenate([s.rows("crops") for s in stores])
 
@@ -117,8 +108,8 @@ class CellCrops:
         rank: int = 0,
         world: int = 1,
         skip: int = 0,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """This rank's batches of one epoch: uint8 crops (batch_size, S, S, 3) and slide ids.
+    ) -> Iterator[np.ndarray]:
+        """This rank's batches of one epoch: uint8 (batch_size, S, S, 3) each.
 
         Args:
             epoch, seed: fix the order.
@@ -139,60 +130,28 @@ class CellCrops:
 
     def _memory_batches(self, epoch, batch_size, seed, rank, world, n_steps, skip):
         rng = np.random.default_rng([seed, epoch, 0])
-        if self.slides_per_batch:
-            order = _runs_of_slides(self._slides, batch_size // self.slides_per_batch, rng)
-            mine = order.reshape(-1)[: len(order) // world * world].reshape(-1, world)[:, rank]
-        else:
-            mine = rng.permutation(self.n_cells)[rank::world]
+        mine = rng.permutation(self.n_cells)[rank::world]
         for i in range(skip, n_steps):
-            rows = mine[i * batch_size : (i + 1) * batch_size]
-            yield self._crops[rows], self._slides[rows]
+            yield self._crops[mine[i * batch_size : (i + 1) * batch_size]]
 
     def _stream_batches(self, epoch, batch_size, seed, rank, world, n_steps, skip):
         chunks = self._rank_chunks(epoch, seed, rank, world)
         rng = np.random.default_rng([seed, epoch, 2, rank])
         carry = np.zeros((0, self.crop_size, self.crop_size, 3), np.uint8)
-        carry_slides = np.zeros(0, np.int64)
-        offsets = np.cumsum([0] + [s.n_cells for s in self.stores])
         step = 0
         for start in range(0, len(chunks), self.buffer_chunks):
             group = chunks[start : start + self.buffer_chunks]
             rows = [carry] + [self.stores[c.store].rows("crops", c.start, c.stop) for c in group]
-            ids = [carry_slides] + [
-                self._slides[offsets[c.store] + c.start : offsets[c.store] + c.stop] for c in group
-            ]
-            perm = rng.permutation(sum(map(len, rows)))
-            buf, slides = np.concatenate(rows)[perm], np.concatenate(ids)[perm]
+            buf = np.concatenate(rows)
+            buf = buf[rng.permutation(len(buf))]
             n_full = len(buf) // batch_size
             for j in range(n_full):
                 if step >= n_steps:
                     return
                 if step >= skip:
-                    part = slice(j * batch_size, (j + 1) * batch_size)
-                    yield buf[part], slides[part]
+                    yield buf[j * batch_size : (j + 1) * batch_size]
                 step += 1
-            carry, carry_slides = buf[n_full * batch_size :], slides[n_full * batch_size :]
-
-
-def _slide_ids(store: CellStore, index: int) -> np.ndarray:
-    """(n_cells, 2): the store's number and each cell's slide within it (0 unless it says)."""
-    within = store.rows("slide") if "slide" in store else np.zeros(store.n_cells, np.int64)
-    return np.stack([np.full(store.n_cells, index, np.int64), within.astype(np.int64)], axis=1)
-
-
-def _runs_of_slides(slides: np.ndarray, run: int, rng: np.random.Generator) -> np.ndarray:
-    """Every cell once, in shuffled runs of ``run`` cells of one slide (a slide's last run is
-    shorter): consecutive batches then hold cells of about ``batch / run`` slides each."""
-    order = rng.permutation(len(slides))
-    order = order[np.argsort(slides[order], kind="stable")]  # each slide's cells, shuffled
-    first = np.r_[0, np.flatnonzero(np.diff(slides[order])) + 1]
-    starts = np.arange(len(order))
-    pos = starts - np.repeat(first, np.diff(np.r_[first, len(order)]))  # rank within the slide
-    run_id = np.unique(
-        np.stack([slides[order], pos // max(run, 1)], 1), axis=0, return_inverse=True
-    )[1].ravel()
-    runs = rng.permutation(run_id.max() + 1)
-    return order[np.argsort(np.argsort(runs)[run_id], kind="stable")]
+            carry = buf[n_full * batch_size :]
 
 
 def _prefetched(gen: Iterator[np.ndarray], depth: int) -> Iterator[np.ndarray]:

@@ -107,10 +107,8 @@ class DataParallelCCRL(nn.Module):
         self.backbone_q = nn.DataParallel(model.backbone_q, device_ids=device_ids)
         self.backbone_k = nn.DataParallel(model.backbone_k, device_ids=device_ids)
 
-    def forward(
-        self, im_q: torch.Tensor, im_k: torch.Tensor, slides: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.model(im_q, im_k, slides, (self.backbone_q, self.backbone_k))
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor) -> torch.Tensor:
+        return self.model(im_q, im_k, (self.backbone_q, self.backbone_k))
 
 
 def all_reduce_mean(value: float, device: torch.device) -> float:

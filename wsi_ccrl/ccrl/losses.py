@@ -40,32 +40,3 @@ def info_nce(
     logits = info_nce_logits(query.float(), key.float(), queue.float(), temperature)
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, labels)
-
-
-def same_slide_info_nce(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    queue: torch.Tensor,
-    temperature: float,
-    slides: torch.Tensor,
-    queue_slides: torch.Tensor,
-) -> torch.Tensor:
-    """InfoNCE whose negatives are only keys of the query's own slide.
-
-    Why: across a multi-site cohort, a slide's stain is the easiest way to tell two cells apart,
-    so negatives from other slides teach the embedding the batch; negatives from the same slide
-    (the queued keys and the other keys of this batch) leave only what differs within a slide.
-    A query with no such negative adds nothing. Shapes as in :func:`info_nce_logits`, plus
-    ``slides`` (B,) and ``queue_slides`` (K,) integer slide ids (-1: an empty queue slot).
-    """
-    q, k = query.float(), key.float()
-    pos = (q * k).sum(dim=1, keepdim=True)
-    far = torch.finfo(torch.float32).min
-    to_queue = (q @ queue.float().t()).masked_fill(slides[:, None] != queue_slides[None, :], far)
-    other = (slides[:, None] != slides[None, :]) | torch.eye(
-        len(q), dtype=torch.bool, device=q.device
-    )
-    to_batch = (q @ k.t()).masked_fill(other, far)
-    logits = torch.cat([pos, to_queue, to_batch], dim=1) / temperature
-    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, labels)

@@ -17,7 +17,7 @@ from torch import nn
 from wsi_ccrl.ccrl import distributed
 from wsi_ccrl.ccrl.backbone import PreActResNet18
 from wsi_ccrl.ccrl.heads import mlp_head
-from wsi_ccrl.ccrl.losses import info_nce, same_slide_info_nce
+from wsi_ccrl.ccrl.losses import info_nce
 from wsi_ccrl.config import TrainConfig, settings_for
 
 
@@ -35,9 +35,6 @@ class CCRL(nn.Module):
         temperature: InfoNCE tau.
         momentum: m of the key-encoder update.
         shuffle_bn: shuffle the key batch across devices so BatchNorm cannot leak positives.
-        negatives: ``all`` (the paper) or ``slide``: only keys of the query's own slide
-            (:func:`~wsi_ccrl.ccrl.losses.same_slide_info_nce`); the queue then keeps each key's
-            slide id.
     """
 
     def __init__(
@@ -51,7 +48,6 @@ class CCRL(nn.Module):
         temperature: float = TrainConfig.temperature,
         momentum: float = TrainConfig.momentum,
         shuffle_bn: bool = TrainConfig.shuffle_bn,
-        negatives: str = TrainConfig.negatives,
     ):
         super().__init__()
         self.temperature = temperature
@@ -68,9 +64,6 @@ class CCRL(nn.Module):
         queue = F.normalize(torch.randn(queue_size, proj_dim), dim=1)
         self.register_buffer("queue", queue)  # KxD
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self.by_slide = negatives == "slide"
-        if self.by_slide:  # only then, so the paper's models keep their state_dict
-            self.register_buffer("queue_slides", torch.full((queue_size,), -1, dtype=torch.long))
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> CCRL:
@@ -101,16 +94,16 @@ class CCRL(nn.Module):
 
     # ------------------------------------------------------------------ queue
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor, slides: torch.Tensor | None = None) -> None:
-        """Replace the oldest queue entries with ``keys`` (B, D) from every rank (FIFO, wraps),
-        and their ``slides`` (B,) when the queue keeps slide ids."""
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replace the oldest queue entries with ``keys`` (B, D) from every rank (FIFO, wraps)."""
         keys = distributed.all_gather_cat(keys.float())
         k, n = self.queue.shape[0], keys.shape[0]
+        if n >= k:
+            self.queue.copy_(keys[-k:])
+            self.queue_ptr.zero_()
+            return
         idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % k
-        idx, last = idx[-k:], slice(-k, None)  # more keys than slots: the newest win
-        self.queue[idx] = keys[last]
-        if self.by_slide:
-            self.queue_slides[idx] = distributed.all_gather_cat(slides)[last]
+        self.queue[idx] = keys
         self.queue_ptr.copy_((self.queue_ptr + n) % k)
 
     # ------------------------------------------------------------------ encoders
@@ -162,7 +155,6 @@ class CCRL(nn.Module):
         self,
         im_q: torch.Tensor,
         im_k: torch.Tensor,
-        slides: torch.Tensor | None = None,
         backbones: tuple[nn.Module, nn.Module] | None = None,
     ) -> torch.Tensor:
         """One CCRL step's loss: update the key encoder, score, enqueue the keys.
@@ -170,7 +162,6 @@ class CCRL(nn.Module):
         Args:
             im_q: (B, 3, S, S) float query views (global).
             im_k: (B, 3, S, S) float key views (local).
-            slides: (B,) slide id of each cell; needed with ``negatives: slide``.
             backbones: what runs (backbone_q, backbone_k), e.g. their DataParallel wrappers
                 (``distributed.DataParallelCCRL``); default the backbones themselves.
 
@@ -182,13 +173,6 @@ class CCRL(nn.Module):
         with torch.no_grad():
             self.momentum_update()
             k = self.encode_key(im_k, run_k)  # BxD
-        queue = self.queue.clone().detach()
-        if self.by_slide:
-            if slides is None:
-                raise ValueError("negatives 'slide' needs each cell's slide id")
-            queued = self.queue_slides.clone()
-            loss = same_slide_info_nce(q, k, queue, self.temperature, slides, queued)
-        else:
-            loss = info_nce(q, k, queue, self.temperature)
-        self.enqueue(k, slides)
+        loss = info_nce(q, k, self.queue.clone().detach(), self.temperature)
+        self.enqueue(k)
         return loss

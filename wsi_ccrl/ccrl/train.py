@@ -107,13 +107,8 @@ def _train(
     n_cells = sum(s.n_cells for s in opened)
     if cfg.batch_size > n_cells:
         raise WsiCcrlError(f"batch size {cfg.batch_size} is larger than the {n_cells} cells")
-    by_slide = cfg.negatives == "slide"
     data = CellCrops(
-        opened,
-        cfg.in_memory_max_cells,
-        cfg.shuffle_buffer_chunks,
-        prefetch=cfg.num_workers,
-        slides_per_batch=cfg.slides_per_batch if by_slide else None,
+        opened, cfg.in_memory_max_cells, cfg.shuffle_buffer_chunks, prefetch=cfg.num_workers
     )
     batch = cfg.batch_size // env.world_size
     steps_per_epoch = data.steps_per_epoch(batch, env.world_size)
@@ -182,11 +177,10 @@ def _train(
     while step < stop_step:
         epoch, skip = divmod(step, steps_per_epoch)
         losses, t0 = [], time.perf_counter()
-        for crops, slides in data.batches(epoch, batch, cfg.seed, env.rank, env.world_size, skip):
+        for crops in data.batches(epoch, batch, cfg.seed, env.rank, env.world_size, skip):
             lr = float(lr_schedule[step])
             seed = step_seed(cfg.seed, step, env.rank)
-            slides = slides if by_slide else None
-            loss = train_step(runner, views, optimizer, crops, lr, seed, device, amp, cl, slides)
+            loss = train_step(runner, views, optimizer, crops, lr, seed, device, amp, cl)
             last_loss = distributed.all_reduce_mean(float(loss), device)
             if not np.isfinite(last_loss):
                 raise WsiCcrlError(
@@ -269,17 +263,15 @@ def train_step(
     device: torch.device,
     amp: bool = False,
     channels_last: bool = False,
-    slides: np.ndarray | None = None,
 ) -> torch.Tensor:
     """One optimiser step on a batch: views on the device, CCRL loss, backward, Adam.
 
     Args:
-        runner: the ``CCRL`` module or its DDP / DataParallel wrapper; ``runner(im_q, im_k, slides)``
+        runner: the ``CCRL`` module or its DDP / DataParallel wrapper; ``runner(im_q, im_k)``
             returns the loss.
         crops: (B, S, S, 3) uint8.
         seed: seeds the augmentations and the key-batch shuffle of this step.
         amp: bf16 autocast (CUDA).
-        slides: (B,) each crop's slide id, for same-slide negatives (``negatives: slide``).
 
     Returns:
         The loss, detached (a NaN is the caller's to handle).
@@ -293,8 +285,7 @@ def train_step(
         im_q = im_q.contiguous(memory_format=torch.channels_last)
         im_k = im_k.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        ids = None if slides is None else torch.from_numpy(slides).to(device)
-        loss = runner(im_q, im_k, ids)
+        loss = runner(im_q, im_k)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -7,6 +7,8 @@ edge is seen whole, plus a crop margin so its crop window lies in the pixels alr
 tissue mask, a tile's box is trimmed to the tissue it holds (plus ``overlap``), in steps of
 ``TRIM_STEP`` so few distinct shapes reach the network: on scattered tissue the network sees a
 quarter fewer pixels, and only glass farther than ``overlap`` from the mask's tissue is skipped.
+A tile whose four quarter tiles (each trimmed alike) cover its tissue with a tenth fewer pixels
+is replaced by them: large tiles inside a section, small ones on fragments and ragged edges.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from wsi_ccrl.errors import WsiCcrlError
 
 TRIM_STEP = 128  # target px: trimmed boxes shrink in these steps (the network's stride divides it)
+SPLIT_GAIN = 0.9  # a tile is split in four when they need at most this share of its pixels
 
 
 # --------------------------------------------------------------------------- tissue
@@ -144,16 +147,18 @@ def plan_tiles(
     for i in np.flatnonzero(keep):
         c = (int(cx0[i]), int(cy0[i]), int(cx1[i]), int(cy1[i]))
         seg = (c[0] - overlap, c[1] - overlap, c[0] + core + overlap, c[1] + core + overlap)
+        boxes = [(c, seg)]
         if mask is not None:
-            seg = _trim_to_tissue(seg, mask, mask_downsample / scale, c, overlap)
-        tiles.append(
-            Tile(
-                index=len(tiles),
-                core=c,
-                read=(seg[0] - m, seg[1] - m, seg[2] + m, seg[3] + m),
-                seg=seg,
+            boxes = _fit_to_tissue(c, seg, mask, mask_downsample / scale, overlap)
+        for c, seg in boxes:
+            tiles.append(
+                Tile(
+                    index=len(tiles),
+                    core=c,
+                    read=(seg[0] - m, seg[1] - m, seg[2] + m, seg[3] + m),
+                    seg=seg,
+                )
             )
-        )
     return TilePlan(
         tiles=tuple(tiles),
         scale=scale,
@@ -165,6 +170,35 @@ def plan_tiles(
         n_grid=int(cx0.size),
         extent=(w0 / scale, h0 / scale),
     )
+
+
+def _fit_to_tissue(
+    core: tuple[int, int, int, int],
+    seg: tuple[int, int, int, int],
+    mask: np.ndarray,
+    ds: float,
+    overlap: int,
+) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+    """(core, box) pairs for one tile: its box trimmed to its tissue, or its four quarters (those
+    holding tissue, each trimmed alike) when they need at most ``SPLIT_GAIN`` of its pixels."""
+    whole = _trim_to_tissue(seg, mask, ds, core, overlap)
+    x0, y0, x1, y1 = core
+    mx, my = (x0 + x1) // 2, (y0 + y1) // 2
+    if mx - x0 < TRIM_STEP or my - y0 < TRIM_STEP:
+        return [(core, whole)]
+    quarters = []
+    for q in ((x0, y0, mx, my), (mx, y0, x1, my), (x0, my, mx, y1), (mx, my, x1, y1)):
+        mx0, my0 = int(np.floor(q[0] / ds)), int(np.floor(q[1] / ds))
+        if mask[my0 : int(np.ceil(q[3] / ds)), mx0 : int(np.ceil(q[2] / ds))].any():
+            box = (q[0] - overlap, q[1] - overlap, q[2] + overlap, q[3] + overlap)
+            quarters.append((q, _trim_to_tissue(box, mask, ds, q, overlap)))
+    if sum(_area(b) for _, b in quarters) <= SPLIT_GAIN * _area(whole):
+        return quarters
+    return [(core, whole)]
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _trim_to_tissue(

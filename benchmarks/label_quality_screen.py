@@ -147,7 +147,6 @@ def main() -> None:
     p.add_argument(
         "--joint-weights", default="1", help="weights of the descriptors' block, e.g. 0.5,1,1.5"
     )
-    p.add_argument("--encoder", default="momentum", choices=["momentum", "query"])
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "screen")
     a = p.parse_args()
     import torch
@@ -219,7 +218,7 @@ def main() -> None:
         if not model.is_file():  # a finished model of this tag is reused as it is
             model = bm.train_ccrl(work / "cohort.zarr", work / a.tag, "ccrl", train_cfg, seed)
         seconds = round(time.time() - t0)
-        emb = bm.embed(model, a.encoder, cells.crops, cfg, "cpu")
+        emb = bm.embed(model, "momentum", cells.crops, cfg, "cpu")
         l2 = FeatureSpace("l2").transform(emb)
         centred = l2.copy()
         for s in np.unique(slide):
@@ -233,13 +232,11 @@ def main() -> None:
             readouts.append(("joint" if w == 1 else f"joint x{w:g}", weighted))
         for readout, x in readouts:
             r = score(x)
-            name = readout if a.encoder == "momentum" else f"{readout} ({a.encoder} encoder)"
-            emit(f"ccrl[{a.tag}] {name} seed {seed}", r, train_s=seconds)
+            emit(f"ccrl[{a.tag}] {readout} seed {seed}", r, train_s=seconds)
             for s in r:
                 runs.setdefault(readout, {}).setdefault(s, []).extend(r[s])
     for readout, r in runs.items():
-        name = readout if a.encoder == "momentum" else f"{readout} ({a.encoder} encoder)"
-        emit(f"ccrl[{a.tag}] {name} mean", r, seeds=a.seeds)
+        emit(f"ccrl[{a.tag}] {readout} mean", r, seeds=a.seeds)
 
 
 if __name__ == "__main__":

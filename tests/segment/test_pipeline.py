@@ -141,6 +141,7 @@ def test_crops_at_slide_edges_and_tile_seams_hold_only_tissue(tmp_path):
     slide = write_pyramidal_tiff(tmp_path / "edges.tif", img, mpp=0.5, levels=2, tile=128)
     fixed = {"watershed": {"threshold": 0.04}}
     tiled = segment_slide(slide, tmp_path / "a", cfg_for(tile_size=96, tile_overlap=16, **fixed))
+    # the reference: one tile (with a 16 px overlap its four quarters would read fewer pixels)
     whole = segment_slide(slide, tmp_path / "b", cfg_for(tile_size=1024, tile_overlap=64, **fixed))
     assert tiled.attrs["tiles"]["count"] >= 25 and whole.attrs["tiles"]["count"] == 1
     crops = tiled["crops"][:]

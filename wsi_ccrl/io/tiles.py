@@ -150,13 +150,13 @@ def plan_tiles(
         boxes = [(c, seg)]
         if mask is not None:
             boxes = _fit_to_tissue(c, seg, mask, mask_downsample / scale, overlap)
-        for c, seg in boxes:
+        for owned, box in boxes:
             tiles.append(
                 Tile(
                     index=len(tiles),
-                    core=c,
-                    read=(seg[0] - m, seg[1] - m, seg[2] + m, seg[3] + m),
-                    seg=seg,
+                    core=owned,
+                    read=(box[0] - m, box[1] - m, box[2] + m, box[3] + m),
+                    seg=box,
                 )
             )
     return TilePlan(
